@@ -1,0 +1,1 @@
+"""Pure data I/O: the polyphonic benchmarks, the bundled default dataset, batching."""

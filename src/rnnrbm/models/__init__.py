@@ -1,0 +1,1 @@
+"""Models: RBM, GaussianBernoulliRBM, deep stacks and the temporal family."""

@@ -1,0 +1,1 @@
+"""Pure music I/O: piano-rolls, MIDI, audio."""
