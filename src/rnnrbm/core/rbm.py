@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rnnrbm.validation import check_positive_int
+
 __all__ = [
     "GibbsState",
     "bernoulli",
@@ -184,8 +186,7 @@ def gibbs_chain(
     every visible draw: sampling the rest from the conditional given the clamped units
     (harmonisation). The chain runs under ``torch.no_grad``: samples are constants for CD/PCD.
     """
-    if k < 1:
-        raise ValueError(f"gibbs_chain: expected k ≥ 1 steps, got {k}. Fix: pass k ≥ 1")
+    check_positive_int(k, "gibbs_chain k (Gibbs steps)")
     with torch.no_grad():
         v = _apply_clamp(v0, clamp)
         v_mean = v

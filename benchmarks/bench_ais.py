@@ -1,0 +1,94 @@
+"""Time ``log_partition_ais`` over R RBMs that share W (one bias row per RBM, as for the frames of
+a temporal model): the evaluation cost of the RNN-RBM benchmark protocol (100 AIS runs per frame).
+
+    python benchmarks/bench_ais.py                     # 4,725 RBMs x 100 runs x 1,000 betas
+    python benchmarks/bench_ais.py --rbms 100 --json    # quick; prints one JSON object
+
+Throughput is reported in chain-steps per second (R·M chains × K annealing steps); each step is
+two GEMMs with the (88, 150) weights plus the sampling and the weight update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+from rnnrbm.core.partition import log_partition_ais
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rbms", type=int, default=4725, help="R: bias rows (frames)")
+    ap.add_argument("--runs", type=int, default=100, help="M: AIS runs per RBM")
+    ap.add_argument("--betas", type=int, default=1000, help="K: annealing steps")
+    ap.add_argument("--visible", type=int, default=88)
+    ap.add_argument("--hidden", type=int, default=150)
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--chunk-rows", type=int, default=None, help="rows of R·M per chunk")
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    g = torch.Generator(device="cpu").manual_seed(args.seed)
+    n_v, n_h, R = args.visible, args.hidden, args.rbms
+    # A trained-looking RBM: small weights, per-frame biases that differ across frames.
+    W = (0.1 * torch.randn(n_v, n_h, generator=g)).to(device, dtype)
+    b_v = (-2.0 + 0.5 * torch.randn(R, n_v, generator=g)).to(device, dtype)
+    b_h = (0.5 * torch.randn(R, n_h, generator=g)).to(device, dtype)
+    gen = torch.Generator(device=device).manual_seed(args.seed + 1)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    res = log_partition_ais(
+        W, b_v, b_h, n_runs=args.runs, n_betas=args.betas, generator=gen, chunk_rows=args.chunk_rows
+    )
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+
+    chain_steps = R * args.runs * args.betas
+    out = {
+        "rbms": R,
+        "runs": args.runs,
+        "betas": args.betas,
+        "visible": n_v,
+        "hidden": n_h,
+        "threads": args.threads,
+        "device": str(device),
+        "dtype": args.dtype,
+        "chunk_rows": args.chunk_rows,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "chain_steps_per_s": round(chain_steps / wall),
+        "ns_per_chain_step": round(wall / chain_steps * 1e9, 1),
+        "mean_log_z": float(res.log_z.mean()),
+        "mean_log_z_se": float(res.log_z_se.mean()),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(
+            f"AIS: {R} RBMs x {args.runs} runs x {args.betas} betas, {n_v}x{n_h}, "
+            f"{args.threads} threads, {device}: {wall:.2f} s wall ({cpu:.2f} s CPU), "
+            f"{chain_steps / wall:.3g} chain-steps/s ({out['ns_per_chain_step']} ns each); "
+            f"mean log Z {out['mean_log_z']:.3f} ± {out['mean_log_z_se']:.3f} (s.e.)"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Frame estimators: a distribution over one binary frame whose biases may be offset per example.
+
+``RBMFrame`` is the conditional RBM of DESIGN §1: parameters ``W, b_v, b_h`` (and ``log_sigma``
+for Gaussian visibles) plus optional per-example *offsets* ``(Δb_v (N, n_v), Δb_h (N, n_h))``
+from a recurrence. A plain RBM is the case ``offsets=None``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from rnnrbm.core import partition
+from rnnrbm.core.contrastive import contrastive_loss, negative_samples
+from rnnrbm.core.rbm import GibbsState, free_energy, gibbs_chain, hidden_mean
+
+__all__ = ["FrameEstimator", "LogProb", "Offsets", "RBMFrame"]
+
+Offsets = tuple[Tensor, Tensor] | None
+
+
+class LogProb(NamedTuple):
+    """Per-example log-probabilities (nats), their standard errors (zeros when exact) and how
+    they were computed (``"exact"`` or ``"ais(runs=…, betas=…)"``)."""
+
+    value: Tensor
+    se: Tensor
+    estimator: str
+
+
+class FrameEstimator(Protocol):
+    """What a temporal model needs from a per-frame distribution (DESIGN §3)."""
+
+    n_visible: int
+
+    @property
+    def offset_sizes(self) -> tuple[int, ...]: ...
+
+    def loss(
+        self, v: Tensor, offsets: Offsets = None, *, generator: torch.Generator | None = None
+    ) -> Tensor: ...
+
+    def log_prob(self, v: Tensor, offsets: Offsets = None, method: str = "exact") -> LogProb: ...
+
+    def sample(
+        self,
+        offsets: Offsets,
+        steps: int,
+        generator: torch.Generator | None = None,
+        clamp: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor: ...
+
+    def expected_visible(self, offsets: Offsets, steps: int = 25) -> Tensor: ...
+
+    def hidden_mean(self, v: Tensor, offsets: Offsets = None) -> Tensor: ...
+
+
+class RBMFrame(nn.Module):
+    """A Bernoulli- or Gaussian-visible RBM whose biases can be offset per example.
+
+    ``W`` is initialised N(0, init_std²) (Hinton 2010 §8), biases at zero, ``log_sigma`` at 0
+    (σ = 1, the usual choice after standardising data).
+    """
+
+    def __init__(
+        self,
+        n_visible: int,
+        n_hidden: int,
+        *,
+        visible: Literal["bernoulli", "gaussian"] = "bernoulli",
+        k: int = 1,
+        init_std: float = 0.01,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if visible not in ("bernoulli", "gaussian"):
+            raise ValueError(
+                f"visible: expected 'bernoulli' or 'gaussian', got {visible!r}. Fix: pick one"
+            )
+        self.n_visible, self.n_hidden, self.visible, self.k = n_visible, n_hidden, visible, k
+        dtype = dtype or torch.get_default_dtype()
+        w = torch.randn(n_visible, n_hidden, generator=generator, dtype=dtype) * init_std
+        self.W = nn.Parameter(w.to(device))
+        self.b_v = nn.Parameter(torch.zeros(n_visible, dtype=dtype, device=device))
+        self.b_h = nn.Parameter(torch.zeros(n_hidden, dtype=dtype, device=device))
+        self.log_sigma = (
+            nn.Parameter(torch.zeros(n_visible, dtype=dtype, device=device))
+            if visible == "gaussian"
+            else None
+        )
+
+    @property
+    def offset_sizes(self) -> tuple[int, int]:
+        return (self.n_visible, self.n_hidden)
+
+    def biases(self, offsets: Offsets = None) -> tuple[Tensor, Tensor]:
+        """Shared biases, or per-example ``b + Δb`` when offsets are given."""
+        if offsets is None:
+            return self.b_v, self.b_h
+        d_v, d_h = offsets
+        return self.b_v + d_v, self.b_h + d_h
+
+    def free_energy(self, v: Tensor, offsets: Offsets = None) -> Tensor:
+        b_v, b_h = self.biases(offsets)
+        return free_energy(v, self.W, b_v, b_h, self.log_sigma)
+
+    def hidden_mean(self, v: Tensor, offsets: Offsets = None) -> Tensor:
+        _, b_h = self.biases(offsets)
+        return hidden_mean(v, self.W, b_h, self.log_sigma)
+
+    def loss(
+        self,
+        v: Tensor,
+        offsets: Offsets = None,
+        *,
+        generator: torch.Generator | None = None,
+        k: int | None = None,
+    ) -> Tensor:
+        """CD-k surrogate with chains started at the data (per-example biases allowed)."""
+        b_v, b_h = self.biases(offsets)
+        v_neg = negative_samples(
+            v, self.W, b_v.detach(), b_h.detach(), k or self.k, generator, self.log_sigma
+        )
+        return contrastive_loss(v, v_neg, self.W, b_v, b_h, self.log_sigma)[0]
+
+    def log_partition(
+        self,
+        offsets: Offsets = None,
+        method: Literal["exact", "ais"] = "exact",
+        *,
+        n_runs: int = 100,
+        n_betas: int = 1000,
+        base_visible_bias: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, str]:
+        """``(log Z, s.e., estimator)`` per bias row (float64)."""
+        b_v, b_h = self.biases(offsets)
+        with torch.no_grad():
+            if method == "exact":
+                log_z = partition.log_partition_exact(self.W, b_v, b_h, self.log_sigma)
+                return log_z, torch.zeros_like(log_z), "exact"
+            if method == "ais":
+                res = partition.log_partition_ais(
+                    self.W,
+                    b_v,
+                    b_h,
+                    self.log_sigma,
+                    n_runs=n_runs,
+                    n_betas=n_betas,
+                    base_visible_bias=base_visible_bias,
+                    generator=generator,
+                )
+                return res.log_z, res.log_z_se, f"ais(runs={n_runs}, betas={n_betas})"
+        raise ValueError(f"method: expected 'exact' or 'ais', got {method!r}. Fix: pick one")
+
+    def log_prob(
+        self,
+        v: Tensor,
+        offsets: Offsets = None,
+        method: Literal["exact", "ais"] = "exact",
+        **ais_options: object,
+    ) -> LogProb:
+        """``log p(v) = −F(v) − log Z`` per example (float64), with the s.e. of log Z."""
+        log_z, se, how = self.log_partition(offsets, method, **ais_options)  # type: ignore[arg-type]
+        with torch.no_grad():
+            fe = self.free_energy(v, offsets).double()
+        value = -fe - log_z
+        return LogProb(value, se.expand_as(value), how)
+
+    def _chain(
+        self,
+        offsets: Offsets,
+        steps: int,
+        generator: torch.Generator | None,
+        clamp: tuple[Tensor, Tensor] | None,
+        n: int | None,
+        v0: Tensor | None,
+    ) -> GibbsState:
+        b_v, b_h = self.biases(offsets)
+        rows = b_v.shape[0] if b_v.dim() == 2 else n
+        if rows is None:
+            raise ValueError("sample: pass n when the biases are shared. Fix: sample(n=...)")
+        if v0 is None:
+            with torch.no_grad():
+                shape = (rows, self.n_visible)
+                if self.log_sigma is None:  # uniform random bits
+                    u = torch.rand(
+                        shape, generator=generator, dtype=self.W.dtype, device=b_v.device
+                    )
+                    v0 = (u < 0.5).to(self.W.dtype)
+                else:
+                    v0 = b_v.detach().expand(shape).clone()
+        return gibbs_chain(v0, self.W, b_v, b_h, steps, generator, self.log_sigma, clamp)
+
+    def sample(
+        self,
+        offsets: Offsets = None,
+        steps: int = 25,
+        generator: torch.Generator | None = None,
+        clamp: tuple[Tensor, Tensor] | None = None,
+        *,
+        n: int | None = None,
+        v0: Tensor | None = None,
+    ) -> Tensor:
+        """Visible samples after ``steps`` Gibbs steps: one per offset row, or ``n`` when shared.
+
+        Chains start from ``v0`` or from uniform random bits (Bernoulli) / the bias (Gaussian).
+        """
+        return self._chain(offsets, steps, generator, clamp, n, v0).v
+
+    def expected_visible(
+        self,
+        offsets: Offsets = None,
+        steps: int = 25,
+        generator: torch.Generator | None = None,
+        clamp: tuple[Tensor, Tensor] | None = None,
+        *,
+        n: int | None = None,
+        v0: Tensor | None = None,
+    ) -> Tensor:
+        """``E[v | h]`` at the last step of a ``steps``-step chain: the mean instead of a draw."""
+        state = self._chain(offsets, steps, generator, clamp, n, v0)
+        if clamp is None:
+            return state.v_mean
+        return torch.where(clamp[0], clamp[1], state.v_mean)

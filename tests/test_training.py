@@ -1,0 +1,171 @@
+"""The shared loop: resume equals uninterrupted, NaN stops with a named parameter, options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from rnnrbm import RBM, GaussianBernoulliRBM
+from rnnrbm.checkpoint import load_checkpoint
+from rnnrbm.models.registry import register_model
+from rnnrbm.training import Callback, RowBatches, TrainConfig, build_optimizer, fit
+from rnnrbm.validation import InputError, NonFiniteError
+
+
+def _data(n: int = 64, d: int = 10, seed: int = 0) -> torch.Tensor:
+    return (torch.rand(n, d, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(("optimizer", "method"), [("sgd", "pcd"), ("adam", "pcd"), ("sgd", "cd")])
+def test_resume_equals_uninterrupted(tmp_path: Path, optimizer: str, method: str) -> None:
+    data, valid = _data(), _data(16, seed=1)
+    kwargs = dict(epochs=3, batch_size=10, lr=0.05, optimizer=optimizer, seed=7)
+    full = RBM(10, 6, k=2, method=method, n_chains=13, seed=5)
+    full.fit(data, valid=valid, momentum=0.5 if optimizer == "sgd" else 0.0, **kwargs)
+
+    part = RBM(10, 6, k=2, method=method, n_chains=13, seed=5)
+    part.fit(
+        data,
+        valid=valid,
+        momentum=0.5 if optimizer == "sgd" else 0.0,
+        checkpoint_dir=tmp_path,
+        max_steps=11,  # stops mid-epoch 2 (7 batches per epoch)
+        **kwargs,
+    )
+    assert part.fit_result_.state.step == 11 and part.fit_result_.state.batch == 4
+    resumed = RBM.load(tmp_path / "last.safetensors")
+    resumed.fit(
+        data,
+        valid=valid,
+        momentum=0.5 if optimizer == "sgd" else 0.0,
+        resume=tmp_path / "last.safetensors",
+        **kwargs,
+    )
+    a, b = _params(full), _params(resumed)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert full.fit_result_.history == resumed.fit_result_.history
+
+
+def test_checkpoints_every_epoch_and_best(tmp_path: Path) -> None:
+    rbm = RBM(10, 4, seed=0)
+    rbm.fit(
+        _data(),
+        valid=_data(16, seed=1),
+        epochs=2,
+        batch_size=16,
+        checkpoint_dir=tmp_path,
+        monitor="recon_xent",
+    )
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["best.safetensors", "last.safetensors"]
+    state = load_checkpoint(tmp_path / "last.safetensors").train_state
+    assert state is not None and state["epoch"] == 2 and len(state["history"]) == 2
+    assert {"train_loss", "recon_xent", "neg_pseudo_loglik", "free_energy_gap"} <= set(
+        state["history"][0]
+    )
+
+
+def test_early_stopping_on_validation_metric() -> None:
+    rbm = RBM(10, 4, seed=0)
+    calls: list[int] = []
+
+    class Count(Callback):
+        def on_epoch_end(self, state, metrics):  # type: ignore[no-untyped-def]
+            calls.append(state.epoch)
+
+    # with a negligible lr the monitored gap cannot keep improving: patience 1 stops the run
+    rbm.fit(
+        _data(),
+        valid=_data(16, seed=1),
+        epochs=50,
+        lr=1e-9,
+        monitor="free_energy_gap",
+        patience=1,
+        callbacks=(Count(),),
+    )
+    assert rbm.fit_result_.state.stopped_early
+    assert len(calls) < 50
+
+
+@register_model("test-log-model")
+class _LogModel(nn.Module):
+    """loss = √w: SGD with lr 3 from w = 1 drives w to −0.5, so step 2 has a NaN gradient."""
+
+    model_type = "test-log-model"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def config(self) -> dict[str, float]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, float]) -> _LogModel:
+        return cls()
+
+    def loss(self, batch, *, generator=None):  # type: ignore[no-untyped-def]
+        return torch.sqrt(self.w), {}
+
+
+def test_nan_stops_with_parameter_and_step_and_keeps_last_checkpoint(tmp_path: Path) -> None:
+    model = _LogModel()
+    train = RowBatches(torch.zeros(1, 1), 1)
+    config = TrainConfig(epochs=5, lr=3.0, checkpoint_dir=str(tmp_path))
+    with pytest.raises(NonFiniteError, match=r"training step 2.*gradient of parameter 'w'.*last good checkpoint"):
+        fit(model, train, None, config)
+    ck = load_checkpoint(tmp_path / "last.safetensors")
+    assert ck.train_state is not None and ck.train_state["epoch"] == 1
+    assert torch.isfinite(ck.model.w)
+    assert model.w.item() == pytest.approx(-0.5)  # the bad step was not applied
+
+
+def test_gaussian_rbm_divergence_is_caught() -> None:
+    x = torch.randn(50, 5, generator=torch.Generator().manual_seed(0)) * 100
+    with pytest.raises(NonFiniteError, match="training step"):
+        GaussianBernoulliRBM(5, 3, seed=0).fit(x, epochs=200, batch_size=50, lr=1e12)
+
+
+def test_unknown_optimizer_is_a_clear_error() -> None:
+    with pytest.raises(InputError, match=r"optimizer: expected a torch.optim.*'sgd'.*got 'adamax2'"):
+        RBM(10, 4).fit(_data(), epochs=1, optimizer="adamax2")
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "rmsprop", "adagrad"])
+def test_any_torch_optimizer_by_name(name: str) -> None:
+    rbm = RBM(10, 4).fit(_data(), epochs=1, optimizer=name, lr=1e-3)
+    assert rbm.fit_result_.state.step == 1
+
+
+def test_weight_decay_touches_weights_only() -> None:
+    model = RBM(10, 4, seed=0)
+    opt = build_optimizer(model, TrainConfig(weight_decay=0.5))
+    decays = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decays[id(model.frame.W)] == 0.5
+    assert decays[id(model.frame.b_v)] == 0.0 and decays[id(model.frame.b_h)] == 0.0
+
+
+def test_progress_callback_receives_every_step() -> None:
+    seen: list[float] = []
+
+    class Rec(Callback):
+        def on_step(self, state, loss, monitors):  # type: ignore[no-untyped-def]
+            seen.append(loss)
+
+    RBM(10, 4).fit(_data(), epochs=2, batch_size=32, callbacks=(Rec(),))
+    assert len(seen) == 4
+
+
+def test_clip_grad_norm_bounds_the_update() -> None:
+    model = _LogModel()
+    config = TrainConfig(epochs=1, lr=1.0, clip_grad_norm=0.1)
+    fit(model, RowBatches(torch.zeros(1, 1), 1), None, config)
+    assert model.w.item() == pytest.approx(0.9)
