@@ -113,7 +113,7 @@ def bench_rbms(x: torch.Tensor, epochs: int, device: torch.device) -> float | st
     def run() -> None:
         nonlocal chains
         with torch.no_grad():
-            for b in range(0, len(data), 100):
+            for _ in range(0, len(data), 100):
                 idx = torch.randperm(len(data), device=device)[:100]
                 optimizer.zero_grad(set_to_none=False)
                 chains, _ = fit_batch_pcd(

@@ -120,7 +120,9 @@ def test_nan_stops_with_parameter_and_step_and_keeps_last_checkpoint(tmp_path: P
     model = _LogModel()
     train = RowBatches(torch.zeros(1, 1), 1)
     config = TrainConfig(epochs=5, lr=3.0, checkpoint_dir=str(tmp_path))
-    with pytest.raises(NonFiniteError, match=r"training step 2.*gradient of parameter 'w'.*last good checkpoint"):
+    with pytest.raises(
+        NonFiniteError, match=r"training step 2.*gradient of parameter 'w'.*last good checkpoint"
+    ):
         fit(model, train, None, config)
     ck = load_checkpoint(tmp_path / "last.safetensors")
     assert ck.train_state is not None and ck.train_state["epoch"] == 1
@@ -135,7 +137,9 @@ def test_gaussian_rbm_divergence_is_caught() -> None:
 
 
 def test_unknown_optimizer_is_a_clear_error() -> None:
-    with pytest.raises(InputError, match=r"optimizer: expected a torch.optim.*'sgd'.*got 'adamax2'"):
+    with pytest.raises(
+        InputError, match=r"optimizer: expected a torch.optim.*'sgd'.*got 'adamax2'"
+    ):
         RBM(10, 4).fit(_data(), epochs=1, optimizer="adamax2")
 
 

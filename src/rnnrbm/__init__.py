@@ -8,6 +8,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from rnnrbm.models import RBM, GaussianBernoulliRBM  # noqa: E402
+from rnnrbm.models import RBM, GaussianBernoulliRBM
 
 __all__ = ["RBM", "GaussianBernoulliRBM", "__version__"]

@@ -136,7 +136,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
             error_message(

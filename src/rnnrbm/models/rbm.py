@@ -147,7 +147,7 @@ class RBM(nn.Module):
                 )
             else:
                 v_neg = negative_samples(batch, f.W, f.b_v, f.b_h, self.k, generator, f.log_sigma)
-        loss, f_pos, f_neg = contrastive_loss(batch, v_neg, f.W, f.b_v, f.b_h, f.log_sigma)
+        loss, f_pos, _ = contrastive_loss(batch, v_neg, f.W, f.b_v, f.b_h, f.log_sigma)
         return loss, {"free_energy_data": f_pos.mean()}
 
     def on_fit_start(self, train: Any, resumed: bool = False) -> None:
