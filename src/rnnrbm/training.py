@@ -143,6 +143,8 @@ class ProgressBar(Callback):
                 desc=f"epoch {state.epoch + 1}/{self._epochs}",
                 leave=False,
                 dynamic_ncols=True,
+                mininterval=0.5,
+                disable=None,  # no bar when stderr is not a terminal (CI logs)
             )
         self._bar.update(1)
         self._bar.set_postfix(loss=f"{loss:.4g}", **{k: f"{v:.4g}" for k, v in self._last.items()})
