@@ -6,3 +6,24 @@ Importing this package registers every model type for checkpoints and the CLI.
 from rnnrbm.models.rbm import RBM, GaussianBernoulliRBM
 
 __all__ = ["RBM", "GaussianBernoulliRBM"]
+
+# The temporal family (registers "rnn-rbm", "rtrbm", "lstm-rtrbm", "rnn-nade").
+from rnnrbm.models.sequence import (
+    LSTMRTRBM,
+    RNNNADE,
+    RNNRBM,
+    RTRBM,
+    SEQUENCE_MODELS,
+    SequenceModel,
+    build_sequence_model,
+)
+
+__all__ += [
+    "LSTMRTRBM",
+    "RNNNADE",
+    "RNNRBM",
+    "RTRBM",
+    "SEQUENCE_MODELS",
+    "SequenceModel",
+    "build_sequence_model",
+]

@@ -1,0 +1,321 @@
+"""Bias recurrences: read frames ``< t`` and emit the frame estimator's bias offsets at ``t``.
+
+A temporal model (DESIGN §1) is a recurrence plus a frame estimator. The recurrence carries a
+state ``s(t)`` that has read ``v(1..t)``; the offsets for frame ``t`` are a linear map of
+``s(t−1)``, so they depend *only* on the past (causality) and ``s(0)`` is a learned initial
+state (û(0) in Boulanger-Lewandowski, Bengio & Vincent 2012, "BL2012" below).
+
+* :class:`RNNRecurrence` — RNN-RBM / RNN-NADE (BL2012 §3–4):
+  ``û(t) = act(W₂ v(t) + W₃ û(t−1) + b_û)``, ``Δb_v(t) = W_uv û(t−1)``, ``Δb_h(t) = W_uh û(t−1)``.
+* :class:`LSTMRecurrence` — LSTM-RTRBM (Lyu, Wu, Zhu & Zhu 2015): an LSTM state ``h(t−1)`` in
+  place of ``û(t−1)``; the LSTM reads ``v(t)``.
+* :class:`MeanFieldRecurrence` — RTRBM (Sutskever, Hinton & Taylor 2009, as written in BL2012
+  §3): ``ĥ(t) = σ(W v(t) + b_h(t))`` is the frame estimator's own mean-field hidden expectation
+  *under its time-varying bias*, and ``b_h(t) = b_h + W′ ĥ(t−1)``, ``b_v(t) = b_v + W″ ĥ(t−1)``.
+  BL2012 includes the visible term ``W″``; ``visible_offsets=False`` drops it (Δb_v = 0).
+
+Speed (DESIGN §6): the tanh RNN and the LSTM run as one fused ``torch.nn.RNN``/``nn.LSTM`` call
+over ``(B, T)`` — no Python loop over time — and the output map for every frame is ONE matmul over
+``B·T`` rows. The sigmoid RNN and the mean-field recurrence need a Python loop over ``t``
+(batched over ``B``): the sigmoid RNN has no fused kernel, and ĥ(t) needs the estimator.
+
+Padding: sequences are right-padded (``data.batching.pad_sequences``). Padding frames are zeroed
+before the recurrence reads them, so they can only affect offsets *at* padded positions, which
+the sequence model discards.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from rnnrbm.core.estimators import FrameEstimator
+from rnnrbm.validation import InputError, error_message
+
+__all__ = ["BiasRecurrence", "LSTMRecurrence", "MeanFieldRecurrence", "RNNRecurrence"]
+
+OffsetTuple = tuple[Tensor, ...]
+
+
+def _init_(params: list[Tensor], std: float, generator: torch.Generator | None) -> None:
+    """Matrices ~ N(0, std²) from ``generator`` (reproducible), vectors (biases) at zero."""
+    with torch.no_grad():
+        for p in params:
+            if p.dim() >= 2:
+                noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+                p.copy_(noise.mul_(std))
+            else:
+                p.zero_()
+
+
+class BiasRecurrence(nn.Module):
+    """Base class: frames ``< t`` → offsets at ``t`` (DESIGN §3).
+
+    Subclasses define the state (``initial_state``, ``step``) and ``state_output`` (the vector
+    the offsets are read from). The output map is one bias-free linear layer whose output is
+    split into ``offset_sizes`` (``(Δb_v, Δb_h)`` for RBM/NADE frames). ``forward`` here is the
+    reference loop over ``step``; subclasses override it with a fused version.
+    """
+
+    offset_sizes: tuple[int, ...]
+    out: nn.Linear
+
+    def _make_output(
+        self,
+        n_state: int,
+        offset_sizes: tuple[int, ...] | list[int],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+    ) -> None:
+        self.offset_sizes = tuple(int(s) for s in offset_sizes)
+        if not self.offset_sizes or any(s < 1 for s in self.offset_sizes):
+            raise InputError(
+                error_message(
+                    "offset_sizes",
+                    "a non-empty tuple of positive sizes (the estimator's offset_sizes)",
+                    repr(offset_sizes),
+                    "pass estimator.offset_sizes",
+                )
+            )
+        self.out = nn.Linear(
+            n_state, sum(self.offset_sizes), bias=False, dtype=dtype, device=device
+        )
+
+    # ---------------------------------------------------------------- state interface
+    def initial_state(self, batch: int) -> Any:
+        raise NotImplementedError
+
+    def step(self, state: Any, v_t: Tensor, estimator: FrameEstimator) -> Any:
+        """The state after reading frame ``v_t (B, n_v)``."""
+        raise NotImplementedError
+
+    def state_output(self, state: Any) -> Tensor:
+        """The ``(B, n_state)`` vector the offsets are read from."""
+        return state
+
+    def offsets(self, state: Any, estimator: FrameEstimator | None = None) -> OffsetTuple:
+        """Offsets for the next frame, each ``(B, size)``."""
+        return self._split(self.out(self.state_output(state)))
+
+    def _split(self, y: Tensor) -> OffsetTuple:
+        return tuple(torch.split(y, self.offset_sizes, dim=-1))
+
+    # ---------------------------------------------------------------- whole sequences
+    def forward(self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator) -> OffsetTuple:
+        """Offsets ``(B, T, size)`` for every frame of ``v (B, T, n_v)``; reference loop."""
+        v = _zero_padding(v, mask)
+        B, T, _ = v.shape
+        state = self.initial_state(B)
+        rows = []
+        for t in range(T):
+            rows.append(self.state_output(state))
+            if t + 1 < T:
+                state = self.step(state, v[:, t], estimator)
+        return self._split(self.out(torch.stack(rows, 1)))
+
+
+def _zero_padding(v: Tensor, mask: Tensor | None) -> Tensor:
+    # where(), not v * mask: a NaN/Inf in a padding frame must not leak (NaN · 0 = NaN).
+    return v if mask is None else torch.where(mask.unsqueeze(-1), v, v.new_zeros(()))
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(error_message(name, "an int ≥ 1", repr(n), f"pass a positive {name}"))
+
+
+class RNNRecurrence(BiasRecurrence):
+    """RNN-RBM / RNN-NADE recurrence (BL2012 eqs. for ``û``, ``b_v(t)``, ``b_h(t)``).
+
+    ``û(t) = act(W₂ v(t) + W₃ û(t−1) + b_û)`` with ``act`` ``"tanh"`` (the deeplearning.net
+    tutorial; fused ``nn.RNN``) or ``"sigmoid"`` (the paper's σ; Python loop over ``t``). The
+    weights live in ``self.rnn`` (``weight_ih_l0`` = W₂, ``weight_hh_l0`` = W₃, its two bias
+    vectors sum to ``b_û``); ``u0`` is the learned initial state û(0); ``out`` stacks
+    ``[W_uv; W_uh]``. Matrices start ~ N(0, init_std²), biases and û(0) at zero.
+    """
+
+    def __init__(
+        self,
+        n_visible: int,
+        n_recurrent: int,
+        offset_sizes: tuple[int, ...],
+        *,
+        activation: Literal["tanh", "sigmoid"] = "tanh",
+        init_std: float = 0.01,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        _check_sizes(n_visible=n_visible, n_recurrent=n_recurrent)
+        if activation not in ("tanh", "sigmoid"):
+            raise InputError(
+                error_message("activation", "'tanh' or 'sigmoid'", repr(activation), "pick one")
+            )
+        self.n_visible, self.n_recurrent, self.activation = n_visible, n_recurrent, activation
+        self.rnn = nn.RNN(n_visible, n_recurrent, batch_first=True, dtype=dtype, device=device)
+        self.u0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
+        self._make_output(n_recurrent, offset_sizes, dtype, device)
+        _init_([*self.rnn.parameters(), self.out.weight], init_std, generator)
+
+    def _act(self, x: Tensor) -> Tensor:
+        return torch.tanh(x) if self.activation == "tanh" else torch.sigmoid(x)
+
+    def initial_state(self, batch: int) -> Tensor:
+        return self.u0.expand(batch, self.n_recurrent)
+
+    def step(self, state: Tensor, v_t: Tensor, estimator: FrameEstimator | None = None) -> Tensor:
+        r = self.rnn
+        pre = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, v_t, r.weight_ih_l0.T)
+        return self._act(pre.addmm_(state, r.weight_hh_l0.T))
+
+    def states(self, v: Tensor) -> Tensor:
+        """``û(1..T)`` for ``v (B, T, n_v)``, shape ``(B, T, n_recurrent)``."""
+        B, T, _ = v.shape
+        if self.activation == "tanh":
+            h0 = self.u0.expand(1, B, self.n_recurrent).contiguous()
+            return self.rnn(v, h0)[0]
+        r = self.rnn
+        # The input projections of every frame in one matmul; only W₃ û(t−1) is sequential.
+        x = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, v.reshape(B * T, -1), r.weight_ih_l0.T)
+        x = x.reshape(B, T, -1)
+        u, out = self.initial_state(B), []
+        for t in range(T):
+            u = torch.sigmoid(torch.addmm(x[:, t], u, r.weight_hh_l0.T))
+            out.append(u)
+        return torch.stack(out, 1)
+
+    def forward(
+        self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator | None = None
+    ) -> OffsetTuple:
+        """Offsets ``(B, T, size)``: frame ``t`` reads û(t−1) (û(0) = ``u0``)."""
+        v = _zero_padding(v, mask)
+        B = v.shape[0]
+        prev = self.u0.expand(B, 1, self.n_recurrent)
+        if v.shape[1] > 1:  # û(T) is never used: the RNN reads v(1..T−1) only
+            prev = torch.cat([prev, self.states(v[:, :-1])], 1)
+        return self._split(self.out(prev))
+
+
+class LSTMRecurrence(BiasRecurrence):
+    """LSTM-RTRBM recurrence (Lyu et al. 2015): an LSTM reads ``v(t)``; its output ``h(t−1)``
+    replaces û(t−1) of the RNN-RBM, ``Δb(t) = W_out h(t−1)``.
+
+    The state is ``(h, c)``; both initial vectors ``h0``, ``c0`` are learned. Fused ``nn.LSTM``
+    over the whole batch; matrices ~ N(0, init_std²), biases zero.
+    """
+
+    def __init__(
+        self,
+        n_visible: int,
+        n_recurrent: int,
+        offset_sizes: tuple[int, ...],
+        *,
+        init_std: float = 0.01,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        _check_sizes(n_visible=n_visible, n_recurrent=n_recurrent)
+        self.n_visible, self.n_recurrent = n_visible, n_recurrent
+        self.lstm = nn.LSTM(n_visible, n_recurrent, batch_first=True, dtype=dtype, device=device)
+        self.h0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
+        self.c0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
+        self._make_output(n_recurrent, offset_sizes, dtype, device)
+        _init_([*self.lstm.parameters(), self.out.weight], init_std, generator)
+
+    def _initial(self, batch: int) -> tuple[Tensor, Tensor]:
+        shape = (1, batch, self.n_recurrent)
+        return self.h0.expand(shape).contiguous(), self.c0.expand(shape).contiguous()
+
+    def initial_state(self, batch: int) -> tuple[Tensor, Tensor]:
+        h, c = self._initial(batch)
+        return h[0], c[0]
+
+    def step(
+        self, state: tuple[Tensor, Tensor], v_t: Tensor, estimator: FrameEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        h, c = state
+        _, (h, c) = self.lstm(v_t.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+        return h[0], c[0]
+
+    def state_output(self, state: tuple[Tensor, Tensor]) -> Tensor:
+        return state[0]
+
+    def forward(
+        self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator | None = None
+    ) -> OffsetTuple:
+        v = _zero_padding(v, mask)
+        B = v.shape[0]
+        prev = self.h0.expand(B, 1, self.n_recurrent)
+        if v.shape[1] > 1:
+            prev = torch.cat([prev, self.lstm(v[:, :-1], self._initial(B))[0]], 1)
+        return self._split(self.out(prev))
+
+
+class MeanFieldRecurrence(BiasRecurrence):
+    """RTRBM recurrence: the state is the estimator's mean-field hidden expectation.
+
+    ``r(t) = estimator.hidden_mean(v(t), offsets(t))`` — for an RBM frame
+    ``σ(W v(t) + b_h + Δb_h(t))`` with the estimator's *own* ``W`` — and
+    ``Δb_h(t) = W′ r(t−1)``, ``Δb_v(t) = W″ r(t−1)`` (``out`` stacks ``[W″; W′]``; with
+    ``visible_offsets=False`` only ``W′`` exists and ``Δb_v = 0``). ``r0`` is the learned
+    initial state. Gradients flow through ``r`` into ``W`` and the hidden bias (BPTT).
+
+    ``r(t)`` needs the offsets at ``t``, so this runs a Python loop over ``t`` (batched over
+    ``B``): one ``(B, n_h)·(n_h, n_v + n_h)`` matmul and one ``hidden_mean`` per frame.
+    """
+
+    def __init__(
+        self,
+        offset_sizes: tuple[int, ...],
+        *,
+        visible_offsets: bool = True,
+        init_std: float = 0.01,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        sizes = tuple(int(s) for s in offset_sizes)
+        if len(sizes) != 2:
+            raise InputError(
+                error_message(
+                    "MeanFieldRecurrence offset_sizes",
+                    "(n_visible, n_hidden) of an RBM or NADE frame estimator",
+                    repr(offset_sizes),
+                    "pass estimator.offset_sizes",
+                )
+            )
+        self.n_visible, self.n_hidden = sizes
+        self.visible_offsets = visible_offsets
+        self.r0 = nn.Parameter(torch.zeros(self.n_hidden, dtype=dtype, device=device))
+        self._make_output(self.n_hidden, sizes if visible_offsets else sizes[1:], dtype, device)
+        self.offset_sizes = sizes  # what the estimator sees; `out` may omit Δb_v
+        _init_([self.out.weight], init_std, generator)
+
+    def _split(self, y: Tensor) -> OffsetTuple:
+        if self.visible_offsets:
+            return tuple(torch.split(y, self.offset_sizes, dim=-1))
+        return (y.new_zeros((*y.shape[:-1], self.n_visible)), y)
+
+    def initial_state(self, batch: int) -> Tensor:
+        return self.r0.expand(batch, self.n_hidden)
+
+    def step(self, state: Tensor, v_t: Tensor, estimator: FrameEstimator) -> Tensor:
+        return estimator.hidden_mean(v_t, self.offsets(state))  # type: ignore[arg-type]
+
+    def forward(self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator) -> OffsetTuple:
+        v = _zero_padding(v, mask)
+        B, T, _ = v.shape
+        r, ys = self.initial_state(B), []
+        for t in range(T):
+            y = self.out(r)
+            ys.append(y)
+            if t + 1 < T:
+                r = estimator.hidden_mean(v[:, t], self._split(y))  # type: ignore[arg-type]
+        return self._split(torch.stack(ys, 1))
