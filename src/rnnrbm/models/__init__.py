@@ -27,3 +27,7 @@ __all__ += [
     "SequenceModel",
     "build_sequence_model",
 ]
+
+from rnnrbm.models.deep import DBM, DBN  # noqa: E402  (registers "dbn", "dbm")
+
+__all__ += ["DBM", "DBN"]

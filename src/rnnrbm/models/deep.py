@@ -533,26 +533,16 @@ class DBN(_Persistence, nn.Module):
             return torch.stack(rows)
 
     # ----------------------------------------------------------------- likelihood
-    def log_likelihood(
+    def log_partition(
         self,
-        X: Any,
         method: Literal["exact", "ais"] = "ais",
         *,
-        n_samples: int = 10,
         n_runs: int = 100,
         n_betas: int = 1000,
         generator: torch.Generator | None = None,
-    ) -> LogProb:
-        """Per-row lower bound on ``log p(v)`` in nats (Salakhutdinov & Murray 2008, §5).
-
-        ``log p(v) ≥ E_q[log p(v|h¹) + Σ_{l=2}^{L−1} log p(h^{l−1}|h^l) − F_top(h^{L−1})
-        − Σ_l log q(h^l|h^{l−1})] − log Z_top`` with ``q`` the factorial up-pass. The expectation
-        is estimated from ``n_samples`` draws of ``q`` per row; ``log Z_top`` is exact (a top
-        layer ≤ 25 units) or AIS (``n_runs`` × ``n_betas``, base rate from the training up-pass).
-        ``se`` combines the AIS s.e. of ``log Z_top`` and the Monte-Carlo s.e. of the bound. With
-        one layer this is the RBM's log-likelihood (exact for exact ``log Z``).
-        """
-        v = self._data(X, binary=True)
+    ) -> tuple[Tensor, Tensor, str]:
+        """``(log Z, s.e., estimator)`` of the top RBM, float64 scalars: exact (a layer ≤ 25
+        units) or AIS from the base rate of the up-pass it was trained on."""
         top = self.layers[-1]
         options: dict[str, Any] = {}
         if method == "ais":
@@ -562,14 +552,25 @@ class DBN(_Persistence, nn.Module):
                 "generator": generator,
                 "base_visible_bias": top.base_visible_bias,
             }
-        log_z, se_z, how = top.frame.log_partition(None, method, **options)
-        log_z, se_z = log_z.reshape(()), se_z.reshape(())
+        log_z, se, how = top.frame.log_partition(None, method, **options)
+        return log_z.reshape(()), se.reshape(()), how
+
+    def bound(
+        self, X: Any, *, n_samples: int = 10, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Unnormalised variational bound per row and its Monte-Carlo s.e., float64 ``(N,)``.
+
+        ``E_q[log p(v|h¹) + Σ_{l=2}^{L−1} log p(h^{l−1}|h^l) − F_top(h^{L−1})
+        − Σ_l log q(h^l|h^{l−1})]`` (Salakhutdinov & Murray 2008, §5) with ``q`` the factorial
+        up-pass, from ``n_samples`` draws of ``q`` per row; subtract ``log Z_top`` for a bound on
+        ``log p(v)``. With one layer it is ``−F(v)`` exactly (s.e. 0)."""
+        v = self._data(X, binary=True)
         S = check_positive_int(n_samples, "n_samples")
         f64 = torch.float64
         with torch.no_grad():
             if len(self.layers) == 1:
-                value = -self.layers[0].frame.free_energy(v).double() - log_z
-                return LogProb(value, se_z.expand_as(value), how)
+                value = -self.layers[0].frame.free_energy(v).double()
+                return value, torch.zeros_like(value)
             x = v.repeat(S, 1)  # row s·N + n is draw s of example n
             total = torch.zeros(x.shape[0], dtype=f64, device=v.device)
             for layer in range(len(self.layers) - 1):
@@ -585,12 +586,36 @@ class DBN(_Persistence, nn.Module):
                     a_up.double(), h.double(), reduction="none"
                 ).sum(-1)
                 x = h
-            total -= top.frame.free_energy(x).double()
+            total -= self.layers[-1].frame.free_energy(x).double()
             draws = total.reshape(S, -1)
-            value = draws.mean(0) - log_z
-            se_mc = draws.std(0, correction=1) / math.sqrt(S) if S > 1 else torch.zeros_like(value)
-            se = torch.sqrt(se_z.to(f64) ** 2 + se_mc**2)
-        return LogProb(value, se, f"dbn-bound(samples={S}), top log Z {how}")
+            se = draws.std(0, correction=1) / math.sqrt(S) if S > 1 else torch.zeros_like(draws[0])
+            return draws.mean(0), se
+
+    def log_likelihood(
+        self,
+        X: Any,
+        method: Literal["exact", "ais"] = "ais",
+        *,
+        n_samples: int = 10,
+        n_runs: int = 100,
+        n_betas: int = 1000,
+        generator: torch.Generator | None = None,
+        log_partition: tuple[Tensor, Tensor, str] | None = None,
+    ) -> LogProb:
+        """Per-row lower bound on ``log p(v)`` in nats: ``bound(X) − log Z_top``.
+
+        ``log Z_top`` comes from ``log_partition(method, …)`` unless a precomputed
+        ``log_partition`` tuple is given. ``se`` per row combines the s.e. of ``log Z_top``
+        (shared by all rows) and the row's Monte-Carlo s.e.; with one layer this is the RBM's
+        log-likelihood (exact for exact ``log Z``)."""
+        log_z, se_z, how = log_partition or self.log_partition(
+            method, n_runs=n_runs, n_betas=n_betas, generator=generator
+        )
+        value, se_mc = self.bound(X, n_samples=n_samples, generator=generator)
+        se = torch.sqrt(se_z.double() ** 2 + se_mc**2)
+        if len(self.layers) == 1:
+            return LogProb(value - log_z, se, how)
+        return LogProb(value - log_z, se, f"dbn-bound(samples={n_samples}), top log Z {how}")
 
 
 # ------------------------------------------------------------------------------------ DBM
@@ -1148,15 +1173,17 @@ class DBM(_Persistence, nn.Module):
         generator: torch.Generator | None = None,
         steps: int = 100,
         tol: float = 1e-6,
+        log_partition: tuple[Tensor, Tensor, str] | None = None,
     ) -> LogProb:
-        """Per-row ``log p(v)`` in nats.
+        """Per-row ``log p(v)`` in nats (``log_partition``: a precomputed result of
+        ``self.log_partition(method, …)`` to reuse).
 
         ``"exact"``: exact (even hidden layers ≤ 25 units summed by enumeration, exact ``log Z``).
         ``"ais"``: the variational lower bound ``elbo(X) − log Z`` with ``log Z`` from AIS —
         an estimate of a lower bound; ``se`` is the s.e. of ``log Z`` (the AIS estimate of
         ``log Z`` is itself biased low, so the bound can be optimistic when AIS misses modes)."""
         v = self._data(X, binary=True)
-        log_z, se, how = self.log_partition(
+        log_z, se, how = log_partition or self.log_partition(
             method, n_runs=n_runs, n_betas=n_betas, generator=generator
         )
         with torch.no_grad():
