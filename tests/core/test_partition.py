@@ -96,6 +96,18 @@ def test_exact_float32_inputs_are_summed_in_float64(oracle):
     assert abs(float(got) - want) < 1e-9
 
 
+def test_exact_log_z_gradient_is_the_model_expectation(oracle):
+    # ∂ log Z / ∂b_v = E[v] and ∂ log Z / ∂W = E[v hᵀ], by enumerating both layers.
+    W, b_v, b_h = (t.requires_grad_() for t in random_rbm(5, 3, seed=17))
+    g_w, g_bv = torch.autograd.grad(log_partition_exact(W, b_v, b_h), (W, b_v))
+    V, H = oracle.states(5), oracle.states(3)
+    with torch.no_grad():
+        neg_e = (V @ b_v)[:, None] + (H @ b_h)[None, :] + V @ W @ H.T
+        p = torch.softmax(neg_e.flatten(), 0).reshape(len(V), len(H))
+    assert torch.allclose(g_bv, p.sum(1) @ V, atol=1e-12)
+    assert torch.allclose(g_w, V.T @ p @ H, atol=1e-12)
+
+
 def _gaussian_log_integrand(v, W, b_v, b_h, log_sigma):
     """log Σ_h exp(−E(v, h)) by enumerating h, written from the energy (independent of core.rbm)."""
     sigma = log_sigma.exp()
@@ -142,7 +154,6 @@ def test_exact_refuses_more_than_the_enumeration_limit():
     # Gaussian visibles always enumerate the hiddens, however few visibles there are.
     with pytest.raises(InputError, match=r"n_hidden=26.*Gaussian"):
         log_partition_exact(torch.zeros(2, 26), torch.zeros(2), torch.zeros(26), torch.zeros(2))
-    # 25 is fine (only checks the limit, not run: 2^25 states).
 
 
 def test_exact_rejects_mismatched_biases():

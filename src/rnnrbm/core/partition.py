@@ -104,8 +104,10 @@ def log_partition_exact(
     ``n_v ≤ n_h``, else ``logsumexp_h −F(h)`` (``free_energy_hidden``). Gaussian visibles: always
     the hiddens, with ``v`` integrated analytically. Free energies are computed in float64 and
     accumulated chunk by chunk with logsumexp; ``chunk_size`` bounds the number of
-    (bias row, state) pairs evaluated at once. Above ``MAX_ENUMERATED_UNITS`` enumerated units
-    this raises ``InputError``: use ``log_partition_ais``.
+    (bias row, state) pairs evaluated at once. Differentiable: autograd through it gives the
+    model expectations (``∂ log Z / ∂b_v = E[v]``), so exact log-likelihood gradients need no
+    hand-written negative phase. Above ``MAX_ENUMERATED_UNITS`` enumerated units this raises
+    ``InputError``: use ``log_partition_ais``.
     """
     R, batched = _check_rbm(W, b_v, b_h, log_sigma, "log_partition_exact")
     n_v, n_h = W.shape
@@ -129,23 +131,22 @@ def log_partition_exact(
             error_message("chunk_size", "an int ≥ 1", repr(chunk_size), "pass e.g. 2**16")
         )
     f64 = torch.float64
-    W64 = W.detach().to(f64)
+    W64 = W.to(f64)
     # (R, 1, n) biases broadcast against a chunk of states (c, n) to give (R, c) free energies.
-    bv = b_v.detach().to(f64).reshape(-1, 1, n_v)
-    bh = b_h.detach().to(f64).reshape(-1, 1, n_h)
-    ls = None if log_sigma is None else log_sigma.detach().to(f64)
+    bv = b_v.to(f64).reshape(-1, 1, n_v)
+    bh = b_h.to(f64).reshape(-1, 1, n_h)
+    ls = None if log_sigma is None else log_sigma.to(f64)
     step = max(1, chunk_size // R)
     log_z = torch.full((R,), -math.inf, dtype=f64, device=W.device)
-    with torch.no_grad():
-        for start in range(0, 1 << n, step):
-            states = all_binary_states(
-                n, dtype=f64, device=W.device, start=start, stop=min(start + step, 1 << n)
-            )
-            if enumerate_hidden:
-                neg_f = -free_energy_hidden(states, W64, bv, bh, ls)
-            else:
-                neg_f = -free_energy(states, W64, bv, bh)
-            log_z = torch.logaddexp(log_z, torch.logsumexp(neg_f.reshape(R, -1), dim=1))
+    for start in range(0, 1 << n, step):  # differentiable: autograd gives ∂log Z = E_model[…]
+        states = all_binary_states(
+            n, dtype=f64, device=W.device, start=start, stop=min(start + step, 1 << n)
+        )
+        if enumerate_hidden:
+            neg_f = -free_energy_hidden(states, W64, bv, bh, ls)
+        else:
+            neg_f = -free_energy(states, W64, bv, bh)
+        log_z = torch.logaddexp(log_z, torch.logsumexp(neg_f.reshape(R, -1), dim=1))
     return log_z if batched else log_z[0]
 
 
@@ -259,9 +260,12 @@ def log_partition_ais(
 
     All ``R·M`` chains form one ``(R·M, n_v)`` state: per β step one GEMM to the hidden
     pre-activations ``x`` (used both for the weight increment and for sampling ``h``) and one GEMM
-    back. ``chunk_rows`` rows are processed at a time (default: ~8 MB of state on CPU so a chunk
-    stays in cache, ~256 MB on GPU). Runs in ``W``'s dtype with log weights in float64. Seeded
-    results are reproducible for the same ``chunk_rows`` and device (not across them).
+    back. ``chunk_rows`` rows are processed at a time (default: ~3 MiB of buffers on CPU so a
+    chunk stays in cache, ~256 MiB on GPU); on CPU the chunks are shared among
+    ``torch.get_num_threads()`` worker threads that run single-threaded ops (the process-wide
+    thread setting is restored on return). Runs in ``W``'s dtype with log weights in float64.
+    Every chunk has its own generator seeded from ``generator``: results are reproducible for the
+    same seed, ``chunk_rows`` and device, whatever the thread count.
     """
     n_runs = _positive_int(n_runs, "n_runs")
     return _ais(
@@ -357,7 +361,9 @@ def _ais(
     rows_total = R * M
     if chunk_rows is None:
         bytes_per_row = (6 * n_h + 8 * n_v) * (8 if dtype == torch.float64 else 4)
-        budget = 2**28 if device.type == "cuda" else 2**21  # GPU: big launches; CPU: ~L2 cache
+        # CPU: ~3 MiB per chunk stays in cache (measured: 512 rows of 88×150 beat 256 and 1024);
+        # GPU: ~256 MiB so each kernel launch does enough work.
+        budget = 2**28 if device.type == "cuda" else 3 * 2**20
         chunk_rows = max(32, budget // bytes_per_row)
     chunk_rows = _positive_int(chunk_rows, "chunk_rows")
     starts = list(range(0, rows_total, chunk_rows))
