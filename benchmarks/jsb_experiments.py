@@ -1,4 +1,4 @@
-"""The paper's benchmark reproduced: train a temporal model, then its test NLL per frame.
+r"""The paper's benchmark reproduced: train a temporal model, then its test NLL per frame.
 
 Boulanger-Lewandowski, Bengio & Vincent (2012), Table 1. Training is
 ``rnnrbm.recipes.train_sequence_model`` (frame pretraining → optional RNN pretraining → sequence
@@ -6,9 +6,16 @@ training with early stopping on the validation NLL, best epoch restored); the te
 ``rnnrbm.evaluation.evaluate`` (flat NLL per frame; AIS ± s.e. for RBM frames, exact for NADE;
 expected frame accuracy). Prints ONE JSON line with the figures, timings and the exact command.
 
-    python benchmarks/jsb_experiments.py --model rnn-rbm --time-budget 300
-    python benchmarks/jsb_experiments.py --model rnn-nade --epochs 100 --lr 3e-3
+    python benchmarks/jsb_experiments.py --model rnn-rbm --valid-every 5 --valid-frames 1000
+    python benchmarks/jsb_experiments.py --model rnn-nade --lr 1e-2 --pretrain-epochs 1 \
+        --valid-every 1
     python benchmarks/jsb_experiments.py --eval-only runs/rnn-rbm/model.safetensors
+
+Measured on the 2-core CPU machine (torch 2.13, seed 0; each stopped by patience 4):
+RNN-NADE 5.654 nats/frame (exact; 20 epochs, 269 s of training under load ≈ 4);
+RNN-RBM 7.116 ± 0.002 (AIS 20 runs × 1,000 β, Gibbs base; 70 epochs, 267 s).
+``--time-budget`` makes the epoch count depend on the machine's load; leave it out to
+reproduce a run exactly.
 
 Early stopping for RBM-frame models monitors a cheap AIS estimate (``--valid-runs`` ×
 ``--valid-betas``, same seed at every check) of the validation NLL every ``--valid-every`` epochs;

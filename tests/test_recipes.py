@@ -171,6 +171,7 @@ def test_early_stopping_restores_the_best_epoch() -> None:
     )  # fmt: skip
     hist = [h["valid_nll"] for h in result.history]
     best = int(np.argmin(hist))
+    assert result.state.stopped_early and len(hist) < 30 and best < len(hist) - 1
     assert result.state.best_epoch == best + 1
     final = model.validate(pad_sequences(ds["valid"]))["nll_per_frame"]  # exact for 6 hidden units
     assert final == pytest.approx(hist[best], abs=1e-5)

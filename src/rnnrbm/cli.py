@@ -439,6 +439,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from rnnrbm.generation import generate_music, load_primer, read_run_info
 
     start = time.perf_counter()
+    if not args.name or Path(args.name).name != args.name or args.name.startswith("."):
+        raise _user_error("--name", "a plain file stem such as 'sample'", repr(args.name), "fix it")
     model, _ = _load_music_model(args.checkpoint, args.device)
     info = read_run_info(args.checkpoint)
     opts = _midi_options(args, info)
@@ -824,7 +826,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n", type=int, default=1, help="number of pieces")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mean-last", action="store_true", help="finish each frame with its mean")
+    p.add_argument(
+        "--mean-last",
+        action="store_true",
+        help="finish each frame with its mean (MIDI/WAV: keys ≥ 0.5; PNG: the probabilities)",
+    )
     p.add_argument("--tempo", type=float, default=120.0, help="beats per minute of the output")
     p.add_argument("--name", default="sample", help="file stem (default: sample)")
     p.add_argument("--synth", choices=("auto", "additive", "fluidsynth"), default="auto")
