@@ -433,3 +433,14 @@ def test_every_temporal_model_trains_and_scores(run, tmp_path, capsys, name):
     assert code == 0
     info = json.loads(capsys.readouterr().out)
     assert info["mean_last"] and Path(info["pieces"][0]["png"]).is_file()
+
+
+def test_loss_curves_join_sparse_validation_checks():
+    from rnnrbm.cli import _history_curves
+
+    history = [{"train_loss": 1.0}, {"train_loss": 0.5, "valid_nll": 8.0}, {"train_loss": 0.4}]
+    history += [{"train_loss": 0.3, "valid_nll": 7.0}, {"train_loss": 0.2}]
+    curves = _history_curves(history)
+    assert curves["training loss (surrogate; exact NLL for NADE)"] == [1.0, 0.5, 0.4, 0.3, 0.2]
+    valid = curves["validation NLL per frame"]
+    assert np.isnan(valid[0]) and valid[1:4] == [8.0, 7.5, 7.0] and np.isnan(valid[4])
