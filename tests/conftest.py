@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,3 +51,44 @@ def shared_data() -> Path:
 @pytest.fixture
 def gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+# ----------------------------------------------------------------------------- IDX files
+IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C}
+IDX_CODES |= {np.float32: 0x0D, np.float64: 0x0E}
+
+
+def idx_bytes(arr: np.ndarray, code: int) -> bytes:
+    """The IDX encoding written from the format description (big-endian header and values)."""
+    header = bytes([0, 0, code, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+    return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path: Path, arr: np.ndarray, *, gz: bool = False) -> Path:
+    data = idx_bytes(arr, IDX_CODES[arr.dtype.type])
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def make_mnist(folder: Path, n: int = 7, *, gz: bool = True, dotted: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+    sep = "." if dotted else "-"
+    suffix = ".gz" if gz else ""
+    for split in ("train", "t10k"):
+        write_idx(folder / f"{split}-images{sep}idx3-ubyte{suffix}", images, gz=gz)
+        write_idx(folder / f"{split}-labels{sep}idx1-ubyte{suffix}", labels, gz=gz)
+    return images
+
+
+@pytest.fixture
+def idx():
+    """Writers of IDX files from the format description (MNIST loader and CLI tests)."""
+
+    class _IDX:
+        encode = staticmethod(idx_bytes)
+        write = staticmethod(write_idx)
+        make_mnist = staticmethod(make_mnist)
+
+    return _IDX

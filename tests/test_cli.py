@@ -9,6 +9,7 @@ here with pretty_midi; tiny models (4 hidden units) keep every likelihood exact 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import struct
@@ -26,7 +27,7 @@ from safetensors.torch import load_file
 
 from rnnrbm.checkpoint import load_checkpoint
 from rnnrbm.cli import main
-from rnnrbm.data.polyphonic import load_polyphonic
+from rnnrbm.data.polyphonic import load_bundled_jsb, load_polyphonic
 from rnnrbm.music.midi import MidiFileError, MidiReadOptions, read_midi
 
 TINY = ["--hidden", "4", "--recurrent", "4", "--k", "1"]
@@ -335,21 +336,55 @@ def test_music_demo_tiny(tmp_path):
     info = one_json(res.stdout)
     assert info["test_nll"]["n_frames"] == 4725
     assert info["test_nll"]["estimator"].startswith("ais(runs=2, betas=10")
+    train = load_bundled_jsb().frames("train")
+    assert info["notes_per_frame"]["train"] == round(float(train.sum(-1).mean()), 2)
+    assert info["gibbs_steps"] == 25 and 0 <= info["notes_per_frame"]["generated"] <= 88
     names = sorted(p.name for p in out.iterdir())
     assert names == ["chorale.mid", "chorale.png", "chorale.wav", "loss.png", "rnn_rbm.safetensors"]
     assert read_midi(out / "chorale.mid", MidiReadOptions(frames_per_beat=1)).roll.shape[0] <= 12
 
 
-def test_digits_demo_tiny(tmp_path):
+@pytest.mark.parametrize("model", ["rbm", "dbn", "dbm"])
+def test_digits_demo_tiny(tmp_path, model):
     out = tmp_path / "digits"
+    hidden = ["8"] if model == "rbm" else ["8", "6"]
     res = run_cli(
-        "demo-digits", "--out", out, "--epochs", "1", "--hidden", "8", "--k", "1",
-        "--ais-betas", "20", "--json",
+        "demo-digits", "--model", model, "--out", out, "--epochs", "1", "--hidden", *hidden,
+        "--k", "1", "--ais-runs", "4", "--ais-betas", "20", "--steps-per-row", "2", "--json",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     info = one_json(res.stdout)
-    assert info["command"] == "demo-digits" and info["units"] == "nats per image"
-    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "filters.png", "samples.png"]
+    assert info["command"] == "demo-digits" and info["model"] == model
+    assert info["layers"] == ([64, 8] if model == "rbm" else [64, 8, 6])
+    fig = info["figures"]
+    assert fig["units"] == "nats per image" and fig["n_test"] == 359
+    assert (
+        -64 * math.log(2) - 1 < fig["test_log_likelihood"] < 0
+        and fig["test_log_likelihood_se"] >= 0
+    )
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{model}-filters.png", f"{model}-samples.png"]
+
+
+def test_digits_demo_reads_mnist_from_disk(tmp_path, idx):
+    (tmp_path / "mnist").mkdir()
+    idx.make_mnist(tmp_path / "mnist", n=12)
+    out = tmp_path / "out"
+    res = run_cli(
+        "demo-digits", "--mnist", tmp_path / "mnist", "--out", out, "--epochs", "1", "--hidden",
+        "5", "--k", "1", "--ais-runs", "0", "--steps-per-row", "1", "--n-train", "10", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    info = one_json(res.stdout)
+    assert info["layers"] == [784, 5] and info["dataset"].startswith("MNIST")
+    assert info["figures"]["n_train"] == 10 and info["figures"]["test_log_likelihood"] is None
+    missing = run_cli("demo-digits", "--mnist", tmp_path / "nowhere", "--out", tmp_path / "o2")
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert "nowhere" in missing.stderr and "Fix:" in missing.stderr
+    assert not (tmp_path / "o2").exists()
+    two = run_cli("demo-digits", "--hidden", "5", "5", "--out", tmp_path / "o3")
+    assert two.returncode == 2 and "hidden" in two.stderr and "--hidden 100" in two.stderr
+    assert not (tmp_path / "o3").exists()
 
 
 # ----------------------------------------------------------------------------------- errors

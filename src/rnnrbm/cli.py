@@ -680,6 +680,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         synth="additive",
     )
     history = result.history
+    # Polyphony of the piece next to the data's: the quickest check that sampling is healthy.
+    notes_generated = float(piece.rolls[0].sum(-1).mean())
+    notes_data = float(ds.frames("train").sum(-1).mean())
     paths = {k: str(v) for k, v in piece.paths[0].items()}
     curves = _history_curves(history)
     paths["curves"] = str(
@@ -697,6 +700,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "valid_estimator": log.get("valid_estimator"),
         "test_nll": report.as_dict(),
         "paper_test_nll": 6.27,
+        "notes_per_frame": {"generated": round(notes_generated, 2), "train": round(notes_data, 2)},
+        "gibbs_steps": args.gibbs_steps,
         "history": history,
         "paths": paths,
         "timings_s": {"train": round(t_train, 1), "evaluate": round(t_eval, 1)},
@@ -713,6 +718,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"test NLL {report.nll:.3f} ± {report.se:.3f} nats per frame over {report.n_frames} "
             f"frames ({report.estimator}; an AIS estimate, which errs low with few runs or "
             "β steps); the paper's RNN-RBM reaches 6.27 after hours of training",
+            f"generated {args.steps} frames ({args.gibbs_steps} Gibbs steps each): "
+            f"{notes_generated:.2f} notes per frame (training data: {notes_data:.2f})",
             *(f"wrote {k}: {v}" for k, v in paths.items()),
             f"done in {res['seconds']:.0f} s (training on {train_threads} thread(s), "
             f"evaluation {t_eval:.0f} s on {eval_threads})",
@@ -723,75 +730,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------- demo (digits)
 def cmd_demo_digits(args: argparse.Namespace) -> int:
-    """Train an RBM on the bundled 8×8 digits; write filter tiles and sample chains as PNG."""
-    from rnnrbm.data.images import load_digits
-    from rnnrbm.models import RBM
-    from rnnrbm.plotting import save_curves, save_filter_tiles, save_sample_chains
+    """RBM, DBN or DBM on the bundled 8×8 digits (or MNIST on disk): filter tiles, persistent
+    sample chains and the test log-likelihood (``rnnrbm.image_demo.run_image_demo``)."""
+    from rnnrbm.image_demo import run_image_demo
 
-    start = time.perf_counter()
     torch.manual_seed(args.seed)
-    out = Path(args.out)
-    digits = load_digits(binary=True)
-    x = torch.from_numpy(digits.images)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
-    n_test = len(x) // 5
-    test, train = x[perm[:n_test]], x[perm[n_test:]]
-    rbm = RBM(64, args.hidden, k=args.k, method="pcd", n_chains=100, init_std=0.01, seed=args.seed)
-    rbm.fit(
-        train,
-        valid=test,
+    res = run_image_demo(
+        args.out,
+        model=args.model,
         epochs=args.epochs,
-        batch_size=20,
-        lr=args.lr,
-        optimizer="sgd",
-        momentum=0.5,
         seed=args.seed,
+        hidden=args.hidden,
+        k=args.k,
+        lr=args.lr,
+        steps_per_row=args.steps_per_row,
+        mnist_dir=args.mnist,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        evaluate=args.ais_runs > 0,
+        ais_runs=max(args.ais_runs, 1),
+        ais_betas=args.ais_betas,
+        device=args.device,
         progress=not args.json,
     )
-    gen = torch.Generator().manual_seed(args.seed)
-    chains = [test[:10].clone()]
-    for _ in range(9):  # a row every 100 Gibbs steps, as in the deeplearning.net tutorial
-        chains.append(rbm.sample(10, steps=100, generator=gen, start=chains[-1]))
-    ll_test = rbm.log_likelihood(test, "ais", n_runs=100, n_betas=args.ais_betas, generator=gen)
-    ll_train = rbm.log_likelihood(train, "ais", n_runs=100, n_betas=args.ais_betas, generator=gen)
-    history = rbm.fit_result_.history
-    paths = {
-        "filters": save_filter_tiles(rbm.frame.W.detach(), (8, 8), out / "filters.png"),
-        "samples": save_sample_chains(torch.stack(chains), (8, 8), out / "samples.png"),
-        "curves": save_curves(
-            {
-                "reconstruction cross-entropy (test, nats)": [h["recon_xent"] for h in history],
-                "−pseudo-log-likelihood (test, nats)": [h["neg_pseudo_loglik"] for h in history],
-            },
-            out / "curves.png",
-            ylabel="nats per example",
-        ),
-    }
-    result = {
-        "command": "demo-digits",
-        "dataset": "bundled 8x8 digits (binarised), 1438 train / 359 test",
-        "model": rbm.config(),
-        "epochs": args.epochs,
-        "test_log_likelihood": float(ll_test.value.mean()),
-        "test_log_likelihood_se": float(ll_test.se[0]),
-        "train_log_likelihood": float(ll_train.value.mean()),
-        "estimator": ll_test.estimator,
-        "units": "nats per image",
-        "paths": {k: str(v) for k, v in paths.items()},
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    _emit(
-        args,
-        result,
-        [
-            f"trained {rbm.n_visible}x{rbm.n_hidden} RBM (PCD-{rbm.k}) for {args.epochs} epochs",
-            f"test log-likelihood: {result['test_log_likelihood']:.3f} ± "
-            f"{result['test_log_likelihood_se']:.3f} nats/image ({ll_test.estimator}; "
-            f"train {result['train_log_likelihood']:.3f})",
-            *(f"wrote {k}: {v}" for k, v in result["paths"].items()),
-            f"done in {result['seconds']} s",
-        ],
-    )
+    res = {"command": "demo-digits", **res}
+    fig = res["figures"]
+    shape = "-".join(str(n) for n in res["layers"])
+    lines = [f"trained a {args.model.upper()} {shape} on {res['dataset']}, {args.epochs} epochs"]
+    if fig["test_log_likelihood"] is not None:
+        lines.append(
+            f"test log-likelihood {fig['test_log_likelihood']:.3f} ± "
+            f"{fig['test_log_likelihood_se']:.3f} nats per image over {fig['n_test']} images "
+            f"({fig['estimator']})"
+        )
+    lines += [f"wrote {k}: {v}" for k, v in res["paths"].items()]
+    lines.append(f"done in {res['seconds']:.0f} s")
+    _emit(args, res, lines)
     return 0
 
 
@@ -919,22 +893,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ais-runs", type=int, default=5, help="test AIS chains per frame (5)")
     p.add_argument("--ais-betas", type=int, default=1000, help="test AIS temperatures (1000)")
     p.add_argument("--steps", type=int, default=200, help="frames to generate (default 200)")
-    # Each frame's chain starts from random bits: after a few minutes of training 25 steps leave
-    # bursts of 20–40 notes (measured 8.4 notes/frame); 200 steps give the data's density (4.3
-    # vs 3.9 per frame in JSB) for 0.8 s.
-    p.add_argument("--gibbs-steps", type=int, default=200, help="Gibbs steps per frame (200)")
+    p.add_argument("--gibbs-steps", type=int, default=25, help="Gibbs steps per frame (25)")
     p.add_argument("--tempo", type=float, default=90.0)
     p.add_argument("--threads", type=int, default=0, help="training threads (0: auto)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("demo-digits", parents=[common], help="train an RBM on bundled digits")
+    p = sub.add_parser(
+        "demo-digits", parents=[common], help="RBM / DBN / DBM on digits: filters and samples"
+    )
+    p.add_argument("--model", choices=("rbm", "dbn", "dbm"), default="rbm")
     p.add_argument("--out", default="demo-digits", help="output folder (default: demo-digits)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--hidden", type=int, default=100)
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--ais-betas", type=int, default=3000)
+    p.add_argument("--epochs", type=int, default=30, help="epochs (DBN/DBM: per layer too)")
+    p.add_argument(
+        "--hidden", type=int, nargs="+", default=None, help="units per layer (rbm 100; 100 100)"
+    )
+    p.add_argument("--k", type=int, default=None, help="Gibbs steps of PCD (default 5)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (rbm/dbn .05, dbm .02)")
+    p.add_argument("--steps-per-row", type=int, default=100, help="Gibbs steps between rows")
+    p.add_argument("--mnist", default=None, help="a folder with MNIST IDX files (no download)")
+    p.add_argument("--n-train", type=int, default=None, help="first N training images only")
+    p.add_argument("--n-test", type=int, default=None, help="first N test images only")
+    p.add_argument("--ais-runs", type=int, default=100, help="AIS runs (0: no evaluation)")
+    p.add_argument("--ais-betas", type=int, default=3000, help="AIS temperatures (3000)")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_digits)
     return parser

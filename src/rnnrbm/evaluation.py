@@ -447,9 +447,10 @@ def frame_accuracy(
     """Expected frame accuracy given the true history (Bay et al. 2009; module doc).
 
     Each of the ``samples`` rounds draws a prediction for every frame of every sequence in ONE
-    estimator call (RBM: ``gibbs_steps`` block-Gibbs steps from random bits with the frame's
-    teacher-forced biases; NADE: an exact ancestral draw). ``accuracy`` is the mean over frames
-    of the per-frame mean over draws; ``se`` is the s.e. of that mean over frames.
+    estimator call (RBM: ``gibbs_steps`` block-Gibbs steps from the empty frame, as in
+    generation, with the frame's teacher-forced biases; NADE: an exact ancestral draw).
+    ``accuracy`` is the mean over frames of the per-frame mean over draws; ``se`` is the s.e. of
+    that mean over frames.
     """
     if empty_frames not in ("correct", "exclude"):
         raise InputError(
@@ -464,7 +465,7 @@ def frame_accuracy(
     count = torch.zeros_like(total)
     with torch.no_grad():
         for _ in range(samples):
-            pred = est.sample(offsets, gibbs_steps, generator)
+            pred = est.sample(offsets, gibbs_steps, generator, v0=torch.zeros_like(v))
             acc = accuracy_per_frame(v, pred, empty_frames)
             ok = ~torch.isnan(acc)
             total += torch.where(ok, acc, 0.0)

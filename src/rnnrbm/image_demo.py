@@ -99,7 +99,7 @@ def run_image_demo(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` on digits, write filter tiles and persistent sample chains as PNG, and
-    return ``{"model", "config", "dataset", "figures", "paths", "seconds"}``.
+    return ``{"model", "config", "layers", "dataset", "epochs", "figures", "paths", "seconds"}``.
 
     ``figures`` holds ``test_log_likelihood`` (nats per image, mean over test images),
     ``test_log_likelihood_se`` (s.e. of that mean: log Z's, plus the DBN bound's sampling
@@ -118,6 +118,15 @@ def run_image_demo(
     train, test = train.to(dev), test.to(dev)
     defaults = DEFAULTS[model]
     hidden = list(hidden or defaults["hidden"])
+    if (model == "rbm") != (len(hidden) == 1):
+        raise InputError(
+            error_message(
+                "hidden",
+                "one layer size for 'rbm', two or more for 'dbn' / 'dbm'",
+                repr(hidden),
+                "pass e.g. --hidden 100 (rbm) or --hidden 100 100 (dbn, dbm)",
+            )
+        )
     k = k or defaults["k"]
     lr = lr or defaults["lr"]
     n_v = train.shape[1]
@@ -184,6 +193,7 @@ def run_image_demo(
     return {
         "model": model,
         "config": trained.config(),
+        "layers": [n_v, *hidden],
         "dataset": dataset,
         "epochs": epochs,
         "figures": figures,

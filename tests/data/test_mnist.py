@@ -12,48 +12,25 @@ import pytest
 from rnnrbm.data.mnist import load_mnist, mnist_paths, read_idx
 from rnnrbm.validation import DataFormatError, InputError
 
-CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C}
-CODES |= {np.float32: 0x0D, np.float64: 0x0E}
+IDX_CODES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
 
-def idx_bytes(arr: np.ndarray, code: int) -> bytes:
-    """The IDX encoding written from the format description (big-endian header and values)."""
-    header = bytes([0, 0, code, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
-    return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
-
-
-def write(path: Path, arr: np.ndarray, *, gz: bool = False) -> Path:
-    data = idx_bytes(arr, CODES[arr.dtype.type])
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
-
-
-@pytest.mark.parametrize("dtype", list(CODES))
+@pytest.mark.parametrize("dtype", list(IDX_CODES))
 @pytest.mark.parametrize("gz", [False, True])
-def test_read_idx_round_trips_every_type(tmp_path: Path, dtype: type, gz: bool) -> None:
+def test_read_idx_round_trips_every_type(idx, tmp_path: Path, dtype: type, gz: bool) -> None:
     rng = np.random.default_rng(0)
     arr = (rng.normal(size=(3, 4, 5)) * 50).astype(dtype)
-    got = read_idx(write(tmp_path / "x.idx", arr, gz=gz))
+    got = read_idx(idx.write(tmp_path / "x.idx", arr, gz=gz))
     assert got.shape == (3, 4, 5) and got.dtype == np.dtype(dtype)
     assert got.dtype.isnative
     np.testing.assert_array_equal(got, arr)
 
 
-def make_mnist(folder: Path, n: int = 7, *, gz: bool = True, dotted: bool = False) -> np.ndarray:
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-    sep = "." if dotted else "-"
-    suffix = ".gz" if gz else ""
-    for split in ("train", "t10k"):
-        write(folder / f"{split}-images{sep}idx3-ubyte{suffix}", images, gz=gz)
-        write(folder / f"{split}-labels{sep}idx1-ubyte{suffix}", labels, gz=gz)
-    return images
-
-
 @pytest.mark.parametrize(("gz", "dotted"), [(True, False), (False, True)])
-def test_load_mnist_scales_binarises_and_limits(tmp_path: Path, gz: bool, dotted: bool) -> None:
-    images = make_mnist(tmp_path, gz=gz, dotted=dotted)
+def test_load_mnist_scales_binarises_and_limits(
+    idx, tmp_path: Path, gz: bool, dotted: bool
+) -> None:
+    images = idx.make_mnist(tmp_path, gz=gz, dotted=dotted)
     grey = load_mnist(tmp_path, "test", binary=False)
     assert grey.shape == (28, 28) and grey.images.shape == (7, 784)
     assert grey.images.dtype == np.float32 and grey.labels.dtype == np.int64
@@ -74,8 +51,8 @@ def test_missing_folder_and_files_name_the_path_and_the_fix(tmp_path: Path) -> N
         mnist_paths(tmp_path, "valid")
 
 
-def test_corrupt_files_are_reported_with_the_path(tmp_path: Path) -> None:
-    good = idx_bytes(np.zeros((2, 3), np.uint8), 0x08)
+def test_corrupt_files_are_reported_with_the_path(idx, tmp_path: Path) -> None:
+    good = idx.encode(np.zeros((2, 3), np.uint8), 0x08)
     cases = {
         "short.idx": (good[:3], "4-byte IDX magic"),
         "magic.idx": (b"\x01\x02\x08\x01" + good[4:], "magic 01 02 08 01"),
@@ -93,11 +70,11 @@ def test_corrupt_files_are_reported_with_the_path(tmp_path: Path) -> None:
         assert name in str(info.value) and "Fix:" in str(info.value)
 
 
-def test_images_and_labels_must_agree(tmp_path: Path) -> None:
-    make_mnist(tmp_path, gz=False)
-    write(tmp_path / "train-labels-idx1-ubyte", np.zeros(5, np.uint8))
+def test_images_and_labels_must_agree(idx, tmp_path: Path) -> None:
+    idx.make_mnist(tmp_path, gz=False)
+    idx.write(tmp_path / "train-labels-idx1-ubyte", np.zeros(5, np.uint8))
     with pytest.raises(DataFormatError, match="expected 7 labels"):
         load_mnist(tmp_path, "train")
-    write(tmp_path / "t10k-images-idx3-ubyte", np.zeros((7, 784), np.uint8))
+    idx.write(tmp_path / "t10k-images-idx3-ubyte", np.zeros((7, 784), np.uint8))
     with pytest.raises(DataFormatError, match=r"shape \(N, rows, cols\)"):
         load_mnist(tmp_path, "test")

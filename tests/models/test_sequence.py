@@ -273,6 +273,22 @@ def test_generate_shapes_seeding_primer_and_clamp(name: str) -> None:
     assert model.generate(0, primer=primer).shape == (1, 2, 4)
 
 
+@pytest.mark.parametrize("name", ["rnn-rbm", "rtrbm", "lstm-rtrbm"])
+def test_generation_chains_start_from_silence(name: str) -> None:
+    """Each frame's Gibbs chain starts from the empty frame (the paper's code). With W = 30 and
+    biases −15 the chain is absorbed where it starts: silence stays silent, while any start with
+    a key on would turn every key on."""
+    model = _model(name, n_v=4, n_h=3)
+    with torch.no_grad():
+        model.estimator.W.fill_(30.0)
+        model.estimator.b_v.fill_(-15.0)
+        model.estimator.b_h.fill_(-15.0)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(model.generate(6, gibbs_steps=3, generator=gen, n=8), torch.zeros(8, 6, 4))
+    ones = model.estimator.sample(None, 3, gen, n=8, v0=torch.eye(4, dtype=F64).repeat(2, 1))
+    assert torch.equal(ones, torch.ones(8, 4))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_generated_frames_follow_the_model(oracle, name: str) -> None:
     """Chi-square: the first frame follows exp(log p(v_1)) and the frame after a primer follows

@@ -2,7 +2,8 @@
 
 ``RBMFrame`` is the conditional RBM of DESIGN §1: parameters ``W, b_v, b_h`` (and ``log_sigma``
 for Gaussian visibles) plus optional per-example *offsets* ``(Δb_v (N, n_v), Δb_h (N, n_h))``
-from a recurrence. A plain RBM is the case ``offsets=None``.
+from a recurrence. A plain RBM is the case ``offsets=None``. ``NADEFrame`` is the exact, tractable
+alternative with the same interface (RNN-NADE).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from torch import Tensor, nn
 
 from rnnrbm.core import partition
 from rnnrbm.core.contrastive import contrastive_loss, negative_samples
+from rnnrbm.core.nade import nade_expected_visible, nade_log_prob, nade_sample
 from rnnrbm.core.rbm import GibbsState, free_energy, gibbs_chain, hidden_mean
 
-__all__ = ["FrameEstimator", "LogProb", "Offsets", "RBMFrame"]
+__all__ = ["FrameEstimator", "LogProb", "NADEFrame", "Offsets", "RBMFrame"]
 
 Offsets = tuple[Tensor, Tensor] | None
 
@@ -50,9 +52,19 @@ class FrameEstimator(Protocol):
         steps: int,
         generator: torch.Generator | None = None,
         clamp: tuple[Tensor, Tensor] | None = None,
+        *,
+        v0: Tensor | None = None,
     ) -> Tensor: ...
 
-    def expected_visible(self, offsets: Offsets, steps: int = 25) -> Tensor: ...
+    def expected_visible(
+        self,
+        offsets: Offsets,
+        steps: int = 25,
+        generator: torch.Generator | None = None,
+        clamp: tuple[Tensor, Tensor] | None = None,
+        *,
+        v0: Tensor | None = None,
+    ) -> Tensor: ...
 
     def hidden_mean(self, v: Tensor, offsets: Offsets = None) -> Tensor: ...
 
@@ -230,15 +242,6 @@ class RBMFrame(nn.Module):
 
 
 # ------------------------------------------------------------------------------------- NADEFrame
-# Appended below RBMFrame (the file's upper part is shared); the import lives here to keep the
-# append self-contained. TODO(lead): move it to the top import block.
-from rnnrbm.core.nade import (  # noqa: E402
-    nade_expected_visible,
-    nade_log_prob,
-    nade_sample,
-)
-
-__all__ += ["NADEFrame"]
 
 
 class NADEFrame(nn.Module):

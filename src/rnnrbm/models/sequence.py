@@ -231,10 +231,11 @@ class SequenceModel(nn.Module):
 
         ``primer`` ``(n or 1, T0, n_v)`` is read by the recurrence first and returned unchanged
         as the first ``T0`` frames. Each new frame is drawn from the estimator with the current
-        offsets (RBM: ``gibbs_steps`` block-Gibbs steps from random bits; NADE: an exact ancestral
-        draw) and fed back. ``clamp=(mask, values)`` of shape ``(n or 1, n_steps or T0 + n_steps,
-        n_v)`` holds the masked notes of each new frame at ``values`` (harmonisation; for NADE
-        see the ordering caveat of ``NADEFrame.sample``). ``mean_last=True`` outputs — and feeds
+        offsets (RBM: ``gibbs_steps`` block-Gibbs steps started from the empty frame, as the
+        paper's code does; NADE: an exact ancestral draw) and fed back. ``clamp=(mask, values)``
+        of shape ``(n or 1, n_steps or T0 + n_steps, n_v)`` holds the masked notes of each new
+        frame at ``values`` (harmonisation; for NADE see the ordering caveat of
+        ``NADEFrame.sample``). ``mean_last=True`` outputs — and feeds
         back — the expected frame ``E[v | h]`` of the chain's last step (NADE: its greedy
         mean-field pass) instead of a binary draw.
         """
@@ -258,6 +259,10 @@ class SequenceModel(nn.Module):
                 )
             cmask, cvals = cmask.bool()[:, -n_steps:], cvals[:, -n_steps:]
         state = rec.initial_state(n)
+        # Chains start from silence: music frames are sparse (~4 of 88 keys), so an all-zero
+        # start is near the mode, while random bits (44 keys on) leave short chains stuck in
+        # dense clusters (measured 8.4 notes/frame after 25 steps vs 3.9 in JSB).
+        silence = p.new_zeros(n, self.n_visible)
         frames: list[Tensor] = []
         for t in range(T0):
             frames.append(primer_t[:, t])  # type: ignore[index]
@@ -266,7 +271,7 @@ class SequenceModel(nn.Module):
             offsets = rec.offsets(state, est)
             c = None if cmask is None else (cmask[:, s], cvals[:, s])  # type: ignore[index]
             draw = est.expected_visible if mean_last else est.sample
-            v = draw(offsets, gibbs_steps, generator, c)
+            v = draw(offsets, gibbs_steps, generator, c, v0=silence)
             frames.append(v)
             if s + 1 < n_steps:
                 state = rec.step(state, v, est)
