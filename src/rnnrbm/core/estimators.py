@@ -69,7 +69,28 @@ class FrameEstimator(Protocol):
     def hidden_mean(self, v: Tensor, offsets: Offsets = None) -> Tensor: ...
 
 
-class RBMFrame(nn.Module):
+class _OffsetBiases(nn.Module):
+    """The bias plumbing both estimators share: ``b_v (n_v,)``, ``b_h (n_h,)`` plus optional
+    per-example offsets ``(Δb_v (N, n_v), Δb_h (N, n_h))`` from a recurrence."""
+
+    n_visible: int
+    n_hidden: int
+    b_v: nn.Parameter
+    b_h: nn.Parameter
+
+    @property
+    def offset_sizes(self) -> tuple[int, int]:
+        return (self.n_visible, self.n_hidden)
+
+    def biases(self, offsets: Offsets = None) -> tuple[Tensor, Tensor]:
+        """Shared biases, or per-example ``b + Δb`` when offsets are given."""
+        if offsets is None:
+            return self.b_v, self.b_h
+        d_v, d_h = offsets
+        return self.b_v + d_v, self.b_h + d_h
+
+
+class RBMFrame(_OffsetBiases):
     """A Bernoulli- or Gaussian-visible RBM whose biases can be offset per example.
 
     ``W`` is initialised N(0, init_std²) (Hinton 2010 §8), biases at zero, ``log_sigma`` at 0
@@ -104,17 +125,6 @@ class RBMFrame(nn.Module):
             if visible == "gaussian"
             else None
         )
-
-    @property
-    def offset_sizes(self) -> tuple[int, int]:
-        return (self.n_visible, self.n_hidden)
-
-    def biases(self, offsets: Offsets = None) -> tuple[Tensor, Tensor]:
-        """Shared biases, or per-example ``b + Δb`` when offsets are given."""
-        if offsets is None:
-            return self.b_v, self.b_h
-        d_v, d_h = offsets
-        return self.b_v + d_v, self.b_h + d_h
 
     def free_energy(self, v: Tensor, offsets: Offsets = None) -> Tensor:
         b_v, b_h = self.biases(offsets)
@@ -244,7 +254,7 @@ class RBMFrame(nn.Module):
 # ------------------------------------------------------------------------------------- NADEFrame
 
 
-class NADEFrame(nn.Module):
+class NADEFrame(_OffsetBiases):
     """A NADE frame distribution (Larochelle & Murray 2011) whose biases can be offset per example.
 
     Parameters ``W, V (n_v, n_h)`` (input and output weights, untied), ``b_v (n_v,)``,
@@ -284,17 +294,6 @@ class NADEFrame(nn.Module):
         self.W, self.V = weights(), weights()
         self.b_v = nn.Parameter(torch.zeros(n_visible, dtype=dtype, device=device))
         self.b_h = nn.Parameter(torch.zeros(n_hidden, dtype=dtype, device=device))
-
-    @property
-    def offset_sizes(self) -> tuple[int, int]:
-        return (self.n_visible, self.n_hidden)
-
-    def biases(self, offsets: Offsets = None) -> tuple[Tensor, Tensor]:
-        """Shared biases, or per-example ``b + Δb`` when offsets are given."""
-        if offsets is None:
-            return self.b_v, self.b_h
-        d_v, d_h = offsets
-        return self.b_v + d_v, self.b_h + d_h
 
     def _log_prob(self, v: Tensor, offsets: Offsets) -> Tensor:
         b_v, b_h = self.biases(offsets)

@@ -319,11 +319,50 @@ class SequenceModel(nn.Module):
 
 
 # --------------------------------------------------------------------------- the four builders
-def _setup(seed: int, dtype: str) -> tuple[torch.Generator, torch.dtype]:
+Device = str | torch.device | None
+
+
+def _setup(
+    config: dict[str, Any], positive: tuple[str, ...]
+) -> tuple[torch.Generator, torch.dtype]:
+    """Validate a builder's config; return its seeded generator and torch dtype."""
+    for name in positive:
+        check_positive_int(config[name], name)
+    dtype = config["dtype"]
     torch_dtype = getattr(torch, str(dtype), None)
     if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
         raise InputError(error_message("dtype", "'float32' or 'float64'", repr(dtype), "pick one"))
-    return torch.Generator().manual_seed(int(seed)), torch_dtype
+    return torch.Generator().manual_seed(int(config["seed"])), torch_dtype
+
+
+def _rbm_frame(
+    config: dict[str, Any], gen: torch.Generator, dtype: torch.dtype, device
+) -> RBMFrame:
+    n_v, n_h, k, std = config["n_visible"], config["n_hidden"], config["k"], config["init_std"]
+    return RBMFrame(n_v, n_h, k=k, init_std=std, generator=gen, dtype=dtype, device=device)
+
+
+def _recurrent_net(
+    cls: type[RNNRecurrence] | type[LSTMRecurrence],
+    config: dict[str, Any],
+    offset_sizes: tuple[int, ...],
+    gen: torch.Generator,
+    dtype: torch.dtype,
+    device: Device,
+    **options: Any,
+) -> RNNRecurrence | LSTMRecurrence:
+    """An RNN/LSTM recurrence from a builder's config (created after the estimator: the seeded
+    generator's draw order fixes the initial weights)."""
+    return cls(
+        config["n_visible"],
+        config["n_recurrent"],
+        offset_sizes,
+        init_std=config["recurrent_init_std"],
+        generator=gen,
+        dtype=dtype,
+        device=device,
+        **options,
+    )
 
 
 @register_model("rnn-rbm")
@@ -345,34 +384,17 @@ class RNNRBM(SequenceModel):
         dtype: str = "float32",
         device: str | torch.device | None = None,
     ) -> None:
-        config = {
-            "n_visible": n_visible,
-            "n_hidden": n_hidden,
-            "n_recurrent": n_recurrent,
-            "k": k,
-            "activation": activation,
-            "init_std": init_std,
-            "recurrent_init_std": recurrent_init_std,
-            "seed": seed,
-            "dtype": dtype,
-        }
-        gen, dt = _setup(seed, dtype)
-        for name in ("n_visible", "n_hidden", "n_recurrent", "k"):
-            check_positive_int(config[name], name)
-        est = RBMFrame(
-            n_visible, n_hidden, k=k, init_std=init_std, generator=gen, dtype=dt, device=device
+        config = dict(
+            n_visible=n_visible, n_hidden=n_hidden, n_recurrent=n_recurrent, k=k,
+            activation=activation, init_std=init_std, recurrent_init_std=recurrent_init_std,
+            seed=seed, dtype=dtype,
+        )  # fmt: skip
+        gen, dt = _setup(config, ("n_visible", "n_hidden", "n_recurrent", "k"))
+        est = _rbm_frame(config, gen, dt, device)
+        opts = {"activation": activation}
+        super().__init__(
+            _recurrent_net(RNNRecurrence, config, est.offset_sizes, gen, dt, device, **opts), est
         )
-        rec = RNNRecurrence(
-            n_visible,
-            n_recurrent,
-            est.offset_sizes,
-            activation=activation,
-            init_std=recurrent_init_std,
-            generator=gen,
-            dtype=dt,
-            device=device,
-        )
-        super().__init__(rec, est)
         self._config = config
 
 
@@ -393,32 +415,15 @@ class LSTMRTRBM(SequenceModel):
         dtype: str = "float32",
         device: str | torch.device | None = None,
     ) -> None:
-        config = {
-            "n_visible": n_visible,
-            "n_hidden": n_hidden,
-            "n_recurrent": n_recurrent,
-            "k": k,
-            "init_std": init_std,
-            "recurrent_init_std": recurrent_init_std,
-            "seed": seed,
-            "dtype": dtype,
-        }
-        gen, dt = _setup(seed, dtype)
-        for name in ("n_visible", "n_hidden", "n_recurrent", "k"):
-            check_positive_int(config[name], name)
-        est = RBMFrame(
-            n_visible, n_hidden, k=k, init_std=init_std, generator=gen, dtype=dt, device=device
+        config = dict(
+            n_visible=n_visible, n_hidden=n_hidden, n_recurrent=n_recurrent, k=k,
+            init_std=init_std, recurrent_init_std=recurrent_init_std, seed=seed, dtype=dtype,
+        )  # fmt: skip
+        gen, dt = _setup(config, ("n_visible", "n_hidden", "n_recurrent", "k"))
+        est = _rbm_frame(config, gen, dt, device)
+        super().__init__(
+            _recurrent_net(LSTMRecurrence, config, est.offset_sizes, gen, dt, device), est
         )
-        rec = LSTMRecurrence(
-            n_visible,
-            n_recurrent,
-            est.offset_sizes,
-            init_std=recurrent_init_std,
-            generator=gen,
-            dtype=dt,
-            device=device,
-        )
-        super().__init__(rec, est)
         self._config = config
 
 
@@ -443,22 +448,12 @@ class RTRBM(SequenceModel):
         dtype: str = "float32",
         device: str | torch.device | None = None,
     ) -> None:
-        config = {
-            "n_visible": n_visible,
-            "n_hidden": n_hidden,
-            "k": k,
-            "visible_offsets": visible_offsets,
-            "init_std": init_std,
-            "recurrent_init_std": recurrent_init_std,
-            "seed": seed,
-            "dtype": dtype,
-        }
-        gen, dt = _setup(seed, dtype)
-        for name in ("n_visible", "n_hidden", "k"):
-            check_positive_int(config[name], name)
-        est = RBMFrame(
-            n_visible, n_hidden, k=k, init_std=init_std, generator=gen, dtype=dt, device=device
-        )
+        config = dict(
+            n_visible=n_visible, n_hidden=n_hidden, k=k, visible_offsets=visible_offsets,
+            init_std=init_std, recurrent_init_std=recurrent_init_std, seed=seed, dtype=dtype,
+        )  # fmt: skip
+        gen, dt = _setup(config, ("n_visible", "n_hidden", "k"))
+        est = _rbm_frame(config, gen, dt, device)
         rec = MeanFieldRecurrence(
             est.offset_sizes,
             visible_offsets=visible_offsets,
@@ -491,20 +486,12 @@ class RNNNADE(SequenceModel):
         dtype: str = "float32",
         device: str | torch.device | None = None,
     ) -> None:
-        config = {
-            "n_visible": n_visible,
-            "n_hidden": n_hidden,
-            "n_recurrent": n_recurrent,
-            "activation": activation,
-            "init_std": init_std,
-            "recurrent_init_std": recurrent_init_std,
-            "checkpoint": checkpoint,
-            "seed": seed,
-            "dtype": dtype,
-        }
-        gen, dt = _setup(seed, dtype)
-        for name in ("n_visible", "n_hidden", "n_recurrent"):
-            check_positive_int(config[name], name)
+        config = dict(
+            n_visible=n_visible, n_hidden=n_hidden, n_recurrent=n_recurrent,
+            activation=activation, init_std=init_std, recurrent_init_std=recurrent_init_std,
+            checkpoint=checkpoint, seed=seed, dtype=dtype,
+        )  # fmt: skip
+        gen, dt = _setup(config, ("n_visible", "n_hidden", "n_recurrent"))
         est = NADEFrame(
             n_visible,
             n_hidden,
@@ -514,17 +501,10 @@ class RNNNADE(SequenceModel):
             dtype=dt,
             device=device,
         )
-        rec = RNNRecurrence(
-            n_visible,
-            n_recurrent,
-            est.offset_sizes,
-            activation=activation,
-            init_std=recurrent_init_std,
-            generator=gen,
-            dtype=dt,
-            device=device,
+        opts = {"activation": activation}
+        super().__init__(
+            _recurrent_net(RNNRecurrence, config, est.offset_sizes, gen, dt, device, **opts), est
         )
-        super().__init__(rec, est)
         self._config = config
 
 
