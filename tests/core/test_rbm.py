@@ -277,6 +277,22 @@ def test_bernoulli_frequencies_dtype_device(dtype, device):
     assert torch.all((freq - p0).abs() <= 5 * se + 1e-12)
 
 
+def test_bernoulli_paired_draws_are_independent():
+    """Large float32 batches take two uniforms from each 64-bit word: neighbours (one word) and
+    rows must be uncorrelated; joint frequencies match p² and 2p(1 − p)."""
+    p = torch.full((400, 150), 0.3)  # 60,000 elements: the paired path
+    x = torch.cat([rbm.bernoulli(p, torch.Generator().manual_seed(s)) for s in range(5)])
+    pairs = x.reshape(-1, 2)  # the two halves of one word
+    n = pairs.shape[0]
+    for observed, expected in [
+        (float((pairs.sum(1) == 2).double().mean()), 0.09),
+        (float((pairs.sum(1) == 1).double().mean()), 0.42),
+    ]:
+        assert abs(observed - expected) < 5 * (expected * (1 - expected) / n) ** 0.5
+    corr = torch.corrcoef(torch.stack([x[:, :-1].flatten(), x[:, 1:].flatten()]).double())[0, 1]
+    assert abs(float(corr)) < 5 / x[:, 1:].numel() ** 0.5
+
+
 def test_bernoulli_seeded_determinism():
     p = torch.full((50, 30), 0.4)
     a = rbm.bernoulli(p, torch.Generator().manual_seed(7))
