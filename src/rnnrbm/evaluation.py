@@ -489,6 +489,20 @@ def frame_accuracy(
 
 
 # ------------------------------------------------------------------------------------ together
+def _check_dataset(dataset: Any) -> PolyphonicDataset:
+    """``dataset`` when it is a ``PolyphonicDataset``, else the user error naming the fix."""
+    if not isinstance(dataset, PolyphonicDataset):
+        raise InputTypeError(
+            error_message(
+                "dataset",
+                "a PolyphonicDataset",
+                type(dataset).__name__,
+                "load it with rnnrbm.data.polyphonic.load_polyphonic",
+            )
+        )
+    return dataset
+
+
 def evaluate(
     model: Any,
     dataset: PolyphonicDataset,
@@ -511,60 +525,24 @@ def evaluate(
     "accuracy": AccuracyReport.as_dict() | None, "settings": {...}}``. Random draws come from a
     generator seeded with ``seed`` (AIS and accuracy get independent streams).
     """
-    if not isinstance(dataset, PolyphonicDataset):
-        raise InputTypeError(
-            error_message(
-                "dataset",
-                "a PolyphonicDataset",
-                type(dataset).__name__,
-                "load it with rnnrbm.data.polyphonic.load_polyphonic",
-            )
-        )
-    rolls = dataset[split]
+    rolls = _check_dataset(dataset)[split]
     device = next(model.parameters()).device
     g_ais = torch.Generator(device=device).manual_seed(seed)
     g_acc = torch.Generator(device=device).manual_seed(seed + 1)
     base_data = dataset.frames("train") if ais_base == "data" else None
-    nll = sequence_nll(
-        model,
-        rolls,
-        method=method,
-        ais_runs=ais_runs,
-        ais_betas=ais_betas,
-        ais_base=ais_base,
-        base_data=base_data,
-        batch_size=batch_size,
-        generator=g_ais,
-        dataset=dataset.name,
-        split=split,
-    )
+    # Each estimate gets its own settings and generator; the report lists the settings passed.
+    nll_settings = dict(method=method, ais_runs=ais_runs, ais_betas=ais_betas, ais_base=ais_base)
+    acc_settings = dict(samples=samples, gibbs_steps=gibbs_steps, empty_frames=empty_frames)
+    shared = dict(batch_size=batch_size, dataset=dataset.name, split=split)
+    nll = sequence_nll(model, rolls, **nll_settings, base_data=base_data, generator=g_ais, **shared)
     acc = None
     if accuracy:
-        acc = frame_accuracy(
-            model,
-            rolls,
-            samples=samples,
-            gibbs_steps=gibbs_steps,
-            empty_frames=empty_frames,
-            batch_size=batch_size,
-            generator=g_acc,
-            dataset=dataset.name,
-            split=split,
-        )
+        acc = frame_accuracy(model, rolls, **acc_settings, generator=g_acc, **shared)
     return {
         "dataset": dataset.name,
         "split": split,
         "model": getattr(model, "model_type", type(model).__name__),
         "nll": nll.as_dict(),
         "accuracy": None if acc is None else acc.as_dict(),
-        "settings": {
-            "method": method,
-            "ais_runs": ais_runs,
-            "ais_betas": ais_betas,
-            "ais_base": ais_base,
-            "samples": samples,
-            "gibbs_steps": gibbs_steps,
-            "empty_frames": empty_frames,
-            "seed": seed,
-        },
+        "settings": {**nll_settings, **acc_settings, "seed": seed},
     }

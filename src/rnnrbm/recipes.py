@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from rnnrbm.core.estimators import RBMFrame
 from rnnrbm.data.batching import SequenceBatches
 from rnnrbm.data.polyphonic import PolyphonicDataset
-from rnnrbm.evaluation import sequence_nll
+from rnnrbm.evaluation import _check_dataset, sequence_nll
 from rnnrbm.models.sequence import (
     FramePretraining,
     SequenceEpochs,
@@ -180,6 +180,39 @@ class ValidationMonitor:
 
 
 # ----------------------------------------------------------------------------- stages
+def _stage_config(
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str,
+    seed: int,
+    progress: bool,
+    **more: Any,
+) -> TrainConfig:
+    """The ``TrainConfig`` of one stage: the settings every stage takes, plus ``more`` fields."""
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        seed=seed,
+        progress=progress,
+        **more,
+    )
+
+
+def _sequence_epochs(
+    model: SequenceModel, rolls: Sequence[Any], batch_size: int, seed: int, max_len: int | None
+) -> SequenceEpochs:
+    """``fit`` data of length-sorted sequence batches of ``rolls`` on the model's device."""
+    device = next(model.parameters()).device
+    return SequenceEpochs(
+        SequenceBatches(
+            rolls, batch_size, seed=seed, max_len=max_len, sort_by_length=True, device=device
+        )
+    )
+
+
 def pretrain_frames(
     model: SequenceModel,
     frames: Any,
@@ -199,14 +232,7 @@ def pretrain_frames(
     fewer Gibbs steps than the sequence stage; ignored for NADE frames)."""
     p = next(model.parameters())
     x = torch.as_tensor(frames).to(device=p.device, dtype=p.dtype)
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        seed=seed,
-        progress=progress,
-    )
+    config = _stage_config(epochs, batch_size, lr, optimizer, seed, progress)
     rows = RowBatches(x, batch_size, seed=seed)
     est = model.estimator
     saved_k = getattr(est, "k", None)
@@ -234,20 +260,11 @@ def pretrain_recurrence(
     progress: bool = False,
 ) -> TrainResult:
     """Stage 2: train ``model.recurrence`` on the per-note cross-entropy in place."""
-    p = next(model.parameters())
-    batches = SequenceBatches(
-        rolls, batch_size, seed=seed, max_len=max_len, sort_by_length=True, device=p.device
+    batches = _sequence_epochs(model, rolls, batch_size, seed, max_len)
+    config = _stage_config(
+        epochs, batch_size, lr, optimizer, seed, progress, clip_grad_norm=clip_grad_norm
     )
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        clip_grad_norm=clip_grad_norm,
-        seed=seed,
-        progress=progress,
-    )
-    return fit(RecurrencePretraining(model), SequenceEpochs(batches), None, config, callbacks)
+    return fit(RecurrencePretraining(model), batches, None, config, callbacks)
 
 
 def train_sequence_model(
@@ -312,15 +329,7 @@ def train_sequence_model(
     ``best_epoch``, ``valid_estimator``, ``seconds`` (whole recipe).
     """
     start = time.perf_counter()
-    if not isinstance(dataset, PolyphonicDataset):
-        raise InputTypeError(
-            error_message(
-                "dataset",
-                "a PolyphonicDataset",
-                type(dataset).__name__,
-                "load it with rnnrbm.data.polyphonic.load_polyphonic",
-            )
-        )
+    _check_dataset(dataset)
     if isinstance(model, str):
         options = {"seed": seed, **(model_options or {})}
         model = build_sequence_model(model, k=k, **options)
@@ -366,24 +375,21 @@ def train_sequence_model(
             seed=seed,
             progress=progress,
         )
-    p = next(model.parameters())
-    batches = SequenceBatches(
-        train, batch_size, seed=seed, max_len=max_len, sort_by_length=True, device=p.device
-    )
+    batches = _sequence_epochs(model, train, batch_size, seed, max_len)
     valid = dataset.splits.get("valid")
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
+    config = _stage_config(
+        epochs,
+        batch_size,
+        lr,
+        optimizer,
+        seed,
+        progress,
         momentum=momentum,
         nesterov=nesterov,
         clip_grad_norm=clip_grad_norm,
-        seed=seed,
         checkpoint_dir=checkpoint_dir,
         monitor="valid_nll" if valid is not None else None,
         patience=patience,
-        progress=progress,
     )
     best = BestWeights(model)
     monitor = ValidationMonitor(
@@ -401,7 +407,7 @@ def train_sequence_model(
     try:
         result = fit(
             model,
-            SequenceEpochs(batches),
+            batches,
             valid,
             config,
             [budget, best, *callbacks],

@@ -17,6 +17,8 @@ ops on an incrementally updated pre-activation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -266,6 +268,30 @@ def nade_conditionals(
 # --------------------------------------------------------------------------------------------
 # Generation: ancestral sampling (the loop over units is inherent to the autoregressive model)
 # --------------------------------------------------------------------------------------------
+def _ancestral_pass(
+    W: Tensor,
+    V: Tensor,
+    b_v: Tensor,
+    b_h: Tensor,
+    logits: Tensor,
+    emit: Callable[[int, Tensor], Tensor],
+) -> None:
+    """Fill ``logits (n_v, N)`` unit by unit; ``emit(i, logit_i)`` is what unit i feeds forward."""
+    # emit returns a sample (nade_sample) or a probability (nade_expected_visible), (N,). The
+    # running pre-activation a = b_h + Σ_{k<i} x_k W_k of those values gets a rank-1 add per
+    # unit, so a step costs O(N·n_h). Per-unit operands are unbound once into Python lists.
+    n_v, N = logits.shape
+    bias = _rows(b_v, N).T.contiguous().unbind(0)
+    logit_rows, W_rows, V_rows = logits.unbind(0), W.unbind(0), V.unbind(0)
+    a = _rows(b_h, N).clone()
+    h = torch.empty_like(a)
+    for i in range(n_v):
+        torch.sigmoid(a, out=h)
+        x = emit(i, torch.addmv(bias[i], h, V_rows[i], out=logit_rows[i]))
+        if i + 1 < n_v:
+            a.addr_(x, W_rows[i])
+
+
 def _check_clamp(clamp: tuple[Tensor, Tensor], N: int, n_v: int) -> tuple[Tensor, Tensor]:
     try:
         mask, values = clamp
@@ -345,24 +371,20 @@ def nade_sample(
         # Per-unit operands as (n_v, N) rows, unbound once so the loop indexes a Python list.
         u = torch.rand(N, n_v, generator=generator, dtype=dtype, device=device)
         thr = torch.logit(u).T.contiguous().unbind(0)
-        bias = _rows(b_v, N).T.contiguous().unbind(0)
         logits = torch.empty(n_v, N, dtype=dtype, device=device)
         v = torch.empty(n_v, N, dtype=dtype, device=device)
-        logit_rows, v_rows = logits.unbind(0), v.unbind(0)
-        W_rows, V_rows = W.unbind(0), V.unbind(0)
+        v_rows = v.unbind(0)
         if clamp is not None:
             mask_rows = mask.T.unbind(0)
             value_rows = values.to(dtype).T.unbind(0)
-        a = _rows(b_h, N).clone()
-        h = torch.empty_like(a)
-        for i in range(n_v):
-            torch.sigmoid(a, out=h)
-            torch.addmv(bias[i], h, V_rows[i], out=logit_rows[i])
-            torch.gt(logit_rows[i], thr[i], out=v_rows[i])
+
+        def draw(i: int, logit: Tensor) -> Tensor:
+            torch.gt(logit, thr[i], out=v_rows[i])
             if clamp is not None:
                 torch.where(mask_rows[i], value_rows[i], v_rows[i], out=v_rows[i])
-            if i + 1 < n_v:
-                a.addr_(v_rows[i], W_rows[i])
+            return v_rows[i]
+
+        _ancestral_pass(W, V, b_v, b_h, logits, draw)
         return v.T.contiguous(), torch.sigmoid(logits).T.contiguous()
 
 
@@ -383,14 +405,11 @@ def nade_expected_visible(
     n_v, _, batch = _check_params(W, V, b_v, b_h)
     N = _resolve_n(batch, n)
     with torch.no_grad():
-        bias = _rows(b_v, N).T.contiguous().unbind(0)
         p = torch.empty(n_v, N, dtype=W.dtype, device=W.device)
-        p_rows, W_rows, V_rows = p.unbind(0), W.unbind(0), V.unbind(0)
-        a = _rows(b_h, N).clone()
-        h = torch.empty_like(a)
-        for i in range(n_v):
-            torch.sigmoid(a, out=h)
-            torch.sigmoid(torch.addmv(bias[i], h, V_rows[i]), out=p_rows[i])
-            if i + 1 < n_v:
-                a.addr_(p_rows[i], W_rows[i])
+        p_rows = p.unbind(0)
+
+        def probability(i: int, logit: Tensor) -> Tensor:
+            return torch.sigmoid(logit, out=p_rows[i])
+
+        _ancestral_pass(W, V, b_v, b_h, torch.empty_like(p), probability)
         return p.T.contiguous()

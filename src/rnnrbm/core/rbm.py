@@ -35,6 +35,7 @@ __all__ = [
     "hidden_preactivation",
     "sample_hidden",
     "sample_visible",
+    "uniform",
     "visible_mean",
     "visible_preactivation",
 ]
@@ -42,9 +43,31 @@ __all__ = [
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-# Two 24-bit uniforms per 64-bit Mersenne-Twister word: keep bits 0–23 of each 32-bit half.
-_LOW_24_BITS_OF_EACH_HALF = 0x00FFFFFF00FFFFFF
-_PAIRED_DRAWS_FROM = 16_384  # elements; below this the two extra ops cost more than they save
+# Two uniforms per 64-bit Mersenne-Twister word: each 32-bit half keeps 23 random mantissa bits
+# under the exponent of 1.0, which reads as a float32 in [1, 2); subtracting 1 gives k · 2⁻²³.
+_MANTISSA_BITS_OF_EACH_HALF = 0x007FFFFF007FFFFF
+_ONE_IN_EACH_HALF = 0x3F8000003F800000
+_PAIRED_DRAWS_FROM = 4_096  # elements; below this the extra ops cost more than they save
+
+
+def uniform(
+    shape: tuple[int, ...] | torch.Size, like: Tensor, generator: torch.Generator | None = None
+) -> Tensor:
+    """``U[0, 1)`` draws of ``like``'s dtype and device, contiguous.
+
+    Large float32 CPU tensors take two draws per 64-bit ``random_`` word (bit tricks above: all
+    ops vectorised, no int→float conversion), i.e. ``k · 2⁻²³`` with ``k`` a uniform 23-bit
+    integer: half the Mersenne-Twister calls of ``uniform_`` (measured 1.4–2.3× faster at
+    100–1,000 × 150). The stream differs from ``uniform_``'s; both are exact on their grids.
+    """
+    n = math.prod(shape)
+    if like.dtype != torch.float32 or like.device.type != "cpu" or n < _PAIRED_DRAWS_FROM:
+        out = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return out.uniform_(generator=generator)
+    words = torch.empty((n + 1) // 2, dtype=torch.int64)
+    words.random_(-(2**63), None, generator=generator)
+    words.bitwise_and_(_MANTISSA_BITS_OF_EACH_HALF).bitwise_or_(_ONE_IN_EACH_HALF)
+    return words.view(torch.float32)[:n].view(shape).sub_(1.0)
 
 
 def bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -52,20 +75,9 @@ def bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
 
     Draws uniforms into a fresh buffer and compares in place (``u.lt_(p)`` writes 1.0/0.0):
     measured 2–4× faster on CPU than ``torch.bernoulli`` or ``(torch.rand(...) < p).float()``
-    at these sizes (DESIGN §6), from the same explicit generator. For large float32 CPU
-    batches the uniforms come two per 64-bit ``random_`` word, each ``k · 2⁻²⁴`` with ``k`` a
-    uniform 24-bit integer — the same grid ``uniform_`` uses for float32, so the distribution is
-    unchanged — which halves the Mersenne-Twister calls (measured 1.3–1.45× faster sampling at
-    500–2,000 × 88–150; the generator's stream differs from ``uniform_``'s).
+    at these sizes (DESIGN §6), from the same explicit generator (see :func:`uniform`).
     """
-    n = p.numel()
-    if p.dtype != torch.float32 or p.device.type != "cpu" or n < _PAIRED_DRAWS_FROM:
-        u = torch.empty_like(p, memory_format=torch.contiguous_format).uniform_(generator=generator)
-        return u.lt_(p)
-    words = torch.empty((n + 1) // 2, dtype=torch.int64)
-    words.random_(-(2**63), None, generator=generator).bitwise_and_(_LOW_24_BITS_OF_EACH_HALF)
-    u = torch.mul(words.view(torch.int32)[:n].view(p.shape), 2.0**-24)
-    return u.lt_(p)
+    return uniform(p.shape, p, generator).lt_(p)
 
 
 def _scaled(v: Tensor, log_sigma: Tensor | None) -> Tensor:
@@ -201,10 +213,15 @@ def gibbs_chain(
     ``clamp=(mask, values)`` holds the visible units where ``mask`` is True at ``values`` after
     every visible draw: sampling the rest from the conditional given the clamped units
     (harmonisation). The chain runs under ``torch.no_grad``: samples are constants for CD/PCD.
+    Small Bernoulli chains (generation, per-op overhead bound) draw the noise of steps 1..k−1 up
+    front (:func:`_logistic_biases`); the last step also returns the means.
     """
     check_positive_int(k, "gibbs_chain k (Gibbs steps)")
     with torch.no_grad():
         v = _apply_clamp(v0, clamp)
+        if log_sigma is None and k > 1 and v.shape[0] * sum(W.shape) <= _LOGISTIC_CHAIN_MAX:
+            v = _bernoulli_steps(v, W, b_v, b_h, k - 1, generator, clamp)
+            k = 1
         v_mean = v
         h_mean = v.new_empty(0)
         for _ in range(k):
@@ -212,3 +229,41 @@ def gibbs_chain(
             v, v_mean = sample_visible(h, W, b_v, generator, log_sigma)
             v = _apply_clamp(v, clamp)
         return GibbsState(v, v_mean, h_mean)
+
+
+# Rows × (n_v + n_h) up to which pre-drawn logistic noise wins: 2.5× faster at 1 row, 1.07× at
+# 256 rows, 0.88× at 1,024 (88 × 150, k = 25, one thread): logit costs more than sigmoid, so it
+# only pays where op count, not arithmetic, dominates.
+_LOGISTIC_CHAIN_MAX = 65_536
+
+
+def _logistic_biases(b: Tensor, steps: int, n: int, generator: torch.Generator | None) -> Tensor:
+    """``b − L`` for ``steps`` draws of i.i.d. logistic noise ``L = logit(u)``, ``(steps, N, n)``.
+
+    A unit with pre-activation ``b + x`` is on with probability ``σ(b + x) = P(L < b + x)``, so
+    ``[(b − L) + x > 0]`` is an exact Bernoulli draw: one GEMM with the noisy bias and one
+    comparison per half-step, with the noise for every step drawn in three vectorised ops.
+    """
+    rows = b.shape[0] if b.dim() == 2 else n
+    noise = uniform((steps, rows, b.shape[-1]), b, generator).logit_()
+    return torch.sub(b, noise, out=noise)
+
+
+def _bernoulli_steps(
+    v: Tensor,
+    W: Tensor,
+    b_v: Tensor,
+    b_h: Tensor,
+    steps: int,
+    generator: torch.Generator | None,
+    clamp: tuple[Tensor, Tensor] | None,
+) -> Tensor:
+    """``steps`` Gibbs sweeps of a Bernoulli RBM, returning only the visible sample."""
+    n = v.shape[0]
+    noisy_h = _logistic_biases(b_h.to(v.dtype), steps, n, generator).unbind(0)
+    noisy_v = _logistic_biases(b_v.to(v.dtype), steps, n, generator).unbind(0)
+    zero, W_t = v.new_zeros(()), W.T  # a 0-dim tensor: comparing with 0 would wrap it per call
+    for bias_h, bias_v in zip(noisy_h, noisy_v, strict=True):
+        h = torch.addmm(bias_h, v, W).gt_(zero)  # in place: 1.0 where on, else 0.0
+        v = _apply_clamp(torch.addmm(bias_v, h, W_t).gt_(zero), clamp)
+    return v

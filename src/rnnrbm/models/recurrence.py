@@ -26,6 +26,7 @@ the sequence model discards.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -127,7 +128,42 @@ def _check_sizes(**sizes: int) -> None:
             raise InputError(error_message(name, "an int ≥ 1", repr(n), f"pass a positive {name}"))
 
 
-class RNNRecurrence(BiasRecurrence):
+class _FusedRecurrence(BiasRecurrence):
+    """Set-up and ``forward`` shared by the recurrences kept in one ``nn.RNN``/``nn.LSTM``."""
+
+    n_visible: int
+    n_recurrent: int
+
+    def __init__(self, n_visible: int, n_recurrent: int) -> None:
+        super().__init__()
+        _check_sizes(n_visible=n_visible, n_recurrent=n_recurrent)
+        self.n_visible, self.n_recurrent = n_visible, n_recurrent
+
+    def _output_and_init(
+        self,
+        core: nn.Module,
+        offset_sizes: tuple[int, ...],
+        init_std: float,
+        generator: torch.Generator | None,
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+    ) -> None:
+        """Add the output map, then draw the core's matrices and the map's from ``generator``."""
+        self._make_output(self.n_recurrent, offset_sizes, dtype, device)
+        _init_([*core.parameters(), self.out.weight], init_std, generator)
+
+    def _offsets_after(
+        self, v: Tensor, mask: Tensor | None, initial: Tensor, outputs: Callable[[Tensor], Tensor]
+    ) -> OffsetTuple:
+        """Offsets ``(B, T, size)``: frame 1 reads ``initial``, frame t the output after v(t−1)."""
+        v = _zero_padding(v, mask)
+        prev = initial.expand(v.shape[0], 1, self.n_recurrent)
+        if v.shape[1] > 1:  # the state after v(T) is never used: read v(1..T−1) only
+            prev = torch.cat([prev, outputs(v[:, :-1])], 1)
+        return self._split(self.out(prev))
+
+
+class RNNRecurrence(_FusedRecurrence):
     """RNN-RBM / RNN-NADE recurrence (BL2012 eqs. for ``û``, ``b_v(t)``, ``b_h(t)``).
 
     ``û(t) = act(W₂ v(t) + W₃ û(t−1) + b_û)`` with ``act`` ``"tanh"`` (the deeplearning.net
@@ -149,17 +185,15 @@ class RNNRecurrence(BiasRecurrence):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        super().__init__()
-        _check_sizes(n_visible=n_visible, n_recurrent=n_recurrent)
+        super().__init__(n_visible, n_recurrent)
         if activation not in ("tanh", "sigmoid"):
             raise InputError(
                 error_message("activation", "'tanh' or 'sigmoid'", repr(activation), "pick one")
             )
-        self.n_visible, self.n_recurrent, self.activation = n_visible, n_recurrent, activation
+        self.activation = activation
         self.rnn = nn.RNN(n_visible, n_recurrent, batch_first=True, dtype=dtype, device=device)
         self.u0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
-        self._make_output(n_recurrent, offset_sizes, dtype, device)
-        _init_([*self.rnn.parameters(), self.out.weight], init_std, generator)
+        self._output_and_init(self.rnn, offset_sizes, init_std, generator, dtype, device)
 
     def _act(self, x: Tensor) -> Tensor:
         return torch.tanh(x) if self.activation == "tanh" else torch.sigmoid(x)
@@ -192,15 +226,10 @@ class RNNRecurrence(BiasRecurrence):
         self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator | None = None
     ) -> OffsetTuple:
         """Offsets ``(B, T, size)``: frame ``t`` reads û(t−1) (û(0) = ``u0``)."""
-        v = _zero_padding(v, mask)
-        B = v.shape[0]
-        prev = self.u0.expand(B, 1, self.n_recurrent)
-        if v.shape[1] > 1:  # û(T) is never used: the RNN reads v(1..T−1) only
-            prev = torch.cat([prev, self.states(v[:, :-1])], 1)
-        return self._split(self.out(prev))
+        return self._offsets_after(v, mask, self.u0, self.states)
 
 
-class LSTMRecurrence(BiasRecurrence):
+class LSTMRecurrence(_FusedRecurrence):
     """LSTM-RTRBM recurrence (Lyu et al. 2015): an LSTM reads ``v(t)``; its output ``h(t−1)``
     replaces û(t−1) of the RNN-RBM, ``Δb(t) = W_out h(t−1)``.
 
@@ -219,14 +248,11 @@ class LSTMRecurrence(BiasRecurrence):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        super().__init__()
-        _check_sizes(n_visible=n_visible, n_recurrent=n_recurrent)
-        self.n_visible, self.n_recurrent = n_visible, n_recurrent
+        super().__init__(n_visible, n_recurrent)
         self.lstm = nn.LSTM(n_visible, n_recurrent, batch_first=True, dtype=dtype, device=device)
         self.h0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
         self.c0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
-        self._make_output(n_recurrent, offset_sizes, dtype, device)
-        _init_([*self.lstm.parameters(), self.out.weight], init_std, generator)
+        self._output_and_init(self.lstm, offset_sizes, init_std, generator, dtype, device)
 
     def _initial(self, batch: int) -> tuple[Tensor, Tensor]:
         shape = (1, batch, self.n_recurrent)
@@ -249,12 +275,11 @@ class LSTMRecurrence(BiasRecurrence):
     def forward(
         self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator | None = None
     ) -> OffsetTuple:
-        v = _zero_padding(v, mask)
-        B = v.shape[0]
-        prev = self.h0.expand(B, 1, self.n_recurrent)
-        if v.shape[1] > 1:
-            prev = torch.cat([prev, self.lstm(v[:, :-1], self._initial(B))[0]], 1)
-        return self._split(self.out(prev))
+        return self._offsets_after(v, mask, self.h0, self._outputs)
+
+    def _outputs(self, v: Tensor) -> Tensor:
+        """LSTM outputs ``h(1..T)`` for ``v (B, T, n_v)`` from the learned ``(h0, c0)``."""
+        return self.lstm(v, self._initial(v.shape[0]))[0]
 
 
 class MeanFieldRecurrence(BiasRecurrence):
