@@ -17,6 +17,7 @@ from scipy import stats
 from rnnrbm.core.rbm import hidden_mean, visible_mean
 from rnnrbm.models import DBM, DBN
 from rnnrbm.models.rbm import RBM
+from rnnrbm.models.registry import MODEL_TYPES
 from rnnrbm.validation import InputError
 
 
@@ -355,6 +356,8 @@ def test_save_load_round_trip_for_stacks(tmp_path) -> None:
         torch.testing.assert_close(loaded.transform(data), model.transform(data))
     with pytest.raises(InputError, match=r"load it with DBM\.load"):
         DBN.load(tmp_path / "DBM.safetensors")
+    # checkpoints name the model type: these names must never change (old files must load)
+    assert MODEL_TYPES["dbn"] is DBN and MODEL_TYPES["dbm"] is DBM
 
 
 # ------------------------------------------------------------------------------ errors
@@ -377,4 +380,9 @@ def test_errors_name_the_argument_and_the_fix() -> None:
         DBM(4, [3, 2]).transform(torch.zeros(1, 4), layer=3)
     with pytest.raises(InputError, match="y: expected 2 integer class labels"):
         DBN(4, [3]).fine_tune(torch.zeros(2, 4), [0.5, 1])
+    for model in (DBN(4, [3]), DBM(4, [3])):
+        with pytest.raises(InputError, match="steps_per_row: expected an integer"):
+            model.sample_chains(torch.zeros(2, 4), n_rows=1, steps_per_row=0)
+        with pytest.raises(InputError, match="n: expected an integer"):
+            model.sample(0)
     assert isinstance(DBN(4, [3]).layers[0], RBM)

@@ -28,6 +28,7 @@ __all__ += [
     "build_sequence_model",
 ]
 
-from rnnrbm.models.deep import DBM, DBN  # noqa: E402  (registers "dbn", "dbm")
+from rnnrbm.models.dbm import DBM  # noqa: E402  (registers "dbm")
+from rnnrbm.models.dbn import DBN  # noqa: E402  (registers "dbn")
 
 __all__ += ["DBM", "DBN"]

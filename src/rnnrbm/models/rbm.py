@@ -2,15 +2,17 @@
 
 scikit-learn-like surface — ``fit``, ``transform``, ``sample``, ``log_likelihood``, ``save`` /
 ``load`` — over the shared machinery: ``training.fit`` runs the loop, ``checkpoint`` stores it.
-(Those two imports point up the layer stack; they live inside the convenience methods and are
-the only exceptions declared in the import-linter contract.)
+(Those two imports point up the layer stack; they live inside the convenience methods — here
+and in ``models.stack.train`` — and are the only exceptions declared in the import-linter
+contract.) ``check_method``, ``cd_loss``, ``ais_options`` and ``Checkpointable`` are shared with
+the deep stacks (``models.dbn``, ``models.dbm``).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import torch
 from torch import Tensor, nn
@@ -37,8 +39,100 @@ __all__ = ["RBM", "GaussianBernoulliRBM"]
 Method = Literal["cd", "pcd"]
 
 
+def check_method(method: str, name: str = "method") -> None:
+    """Raise unless ``method`` is ``"cd"`` or ``"pcd"`` (the RBM's and the deep stacks')."""
+    if method not in ("cd", "pcd"):
+        raise InputError(error_message(name, "'cd' or 'pcd'", repr(method), "pick one"))
+
+
+def cd_loss(
+    batch: Tensor,
+    W: Tensor,
+    b_v: Tensor,
+    b_h: Tensor,
+    *,
+    k: int,
+    method: Method,
+    chains: PersistentChains,
+    generator: torch.Generator | None = None,
+    log_sigma: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """CD-k / PCD-k surrogate for one batch ``(B, n_visible)`` and its training monitor.
+
+    Negatives are ``k`` block-Gibbs steps from the data (CD) or from the persistent ``chains``
+    (PCD, Tieleman 2008), drawn without gradient; the loss is ``contrastive_loss`` (mean free
+    energy of the data minus that of the negatives), whose gradient is the learning rule."""
+    with torch.no_grad():
+        if method == "pcd":
+            v_neg = chains.advance(W, b_v, b_h, k, generator, log_sigma, data=batch)
+        else:
+            v_neg = negative_samples(batch, W, b_v, b_h, k, generator, log_sigma)
+    loss, f_pos, _ = contrastive_loss(batch, v_neg, W, b_v, b_h, log_sigma)
+    return loss, {"free_energy_data": f_pos.mean()}
+
+
+def ais_options(
+    method: str,
+    n_runs: int,
+    n_betas: int,
+    generator: torch.Generator | None,
+    base_visible_bias: Tensor,
+) -> dict[str, Any]:
+    """Keyword arguments of the frame's ``log_prob`` / ``log_partition`` for ``method``: the AIS
+    settings and base-rate model for ``"ais"``, none otherwise."""
+    if method != "ais":
+        return {}
+    return {
+        "n_runs": n_runs,
+        "n_betas": n_betas,
+        "generator": generator,
+        "base_visible_bias": base_visible_bias,
+    }
+
+
+class Checkpointable:
+    """The registry protocol (``config`` / ``from_config``) and checkpoint I/O of a model whose
+    constructor arguments are kept in ``self._config``.
+
+    ``save`` / ``load`` import ``checkpoint`` inside the method: it sits above ``models`` in the
+    layer stack (the exception declared in the import-linter contract)."""
+
+    _config: dict[str, Any]
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (lists copied): all ``from_config`` needs."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Self:
+        return cls(**config)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write an atomic safetensors checkpoint (weights, config, persistent chains, AIS base)."""
+        from rnnrbm.checkpoint import save_checkpoint
+
+        return save_checkpoint(path, self)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> Self:
+        """Load a checkpoint written by ``save`` or by training (no hyper-parameters needed)."""
+        from rnnrbm.checkpoint import load_checkpoint
+
+        model = load_checkpoint(path, device=device).model
+        if not isinstance(model, cls):
+            raise InputError(
+                error_message(
+                    f"checkpoint {path}",
+                    f"a {cls.__name__}",
+                    f"a {type(model).__name__}",
+                    f"load it with {type(model).__name__}.load",
+                )
+            )
+        return model
+
+
 @register_model("rbm")
-class RBM(nn.Module):
+class RBM(Checkpointable, nn.Module):
     """A Bernoulli–Bernoulli restricted Boltzmann machine trained by CD-k or PCD-k.
 
     Parameters
@@ -72,8 +166,7 @@ class RBM(nn.Module):
         check_positive_int(n_hidden, "n_hidden")
         check_positive_int(k, "k")
         check_positive_int(n_chains, "n_chains")
-        if method not in ("cd", "pcd"):
-            raise InputError(error_message("method", "'cd' or 'pcd'", repr(method), "pick one"))
+        check_method(method)
         torch_dtype = getattr(torch, dtype, None)
         if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
             raise InputError(
@@ -106,14 +199,7 @@ class RBM(nn.Module):
         self.register_buffer("base_visible_bias", torch.zeros(n_visible, dtype=torch_dtype))
         self._gap_reference: Tensor | None = None
 
-    # ----------------------------------------------------------------- config & shapes
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> RBM:
-        return cls(**config)
-
+    # ----------------------------------------------------------------- shapes
     @property
     def n_visible(self) -> int:
         return self.frame.n_visible
@@ -140,15 +226,17 @@ class RBM(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """CD-k / PCD-k surrogate for one batch (its gradient is the learning rule)."""
         f = self.frame
-        with torch.no_grad():
-            if self.method == "pcd":
-                v_neg = self.chains.advance(
-                    f.W, f.b_v, f.b_h, self.k, generator, f.log_sigma, data=batch
-                )
-            else:
-                v_neg = negative_samples(batch, f.W, f.b_v, f.b_h, self.k, generator, f.log_sigma)
-        loss, f_pos, _ = contrastive_loss(batch, v_neg, f.W, f.b_v, f.b_h, f.log_sigma)
-        return loss, {"free_energy_data": f_pos.mean()}
+        return cd_loss(
+            batch,
+            f.W,
+            f.b_v,
+            f.b_h,
+            k=self.k,
+            method=self.method,
+            chains=self.chains,
+            generator=generator,
+            log_sigma=f.log_sigma,
+        )
 
     def on_fit_start(self, train: Any, resumed: bool = False) -> None:
         """Hinton (2010 §8): start visible biases at the log-odds of the data marginals."""
@@ -267,39 +355,8 @@ class RBM(nn.Module):
     ) -> LogProb:
         """Per-row ``log p(x)`` in nats: exact (≤ 25 units in one layer) or by AIS ± s.e."""
         v = self._check(X, "X")
-        options: dict[str, Any] = {}
-        if method == "ais":
-            options = {
-                "n_runs": n_runs,
-                "n_betas": n_betas,
-                "generator": generator,
-                "base_visible_bias": self.base_visible_bias,
-            }
+        options = ais_options(method, n_runs, n_betas, generator, self.base_visible_bias)
         return self.frame.log_prob(v, None, method, **options)
-
-    # ----------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write an atomic safetensors checkpoint (weights, config, persistent chains)."""
-        from rnnrbm.checkpoint import save_checkpoint
-
-        return save_checkpoint(path, self)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> RBM:
-        """Load a checkpoint written by ``save`` or by training (no hyper-parameters needed)."""
-        from rnnrbm.checkpoint import load_checkpoint
-
-        model = load_checkpoint(path, device=device).model
-        if not isinstance(model, cls):
-            raise InputError(
-                error_message(
-                    f"checkpoint {path}",
-                    f"a {cls.__name__}",
-                    f"a {type(model).__name__}",
-                    f"load it with {type(model).__name__}.load",
-                )
-            )
-        return model
 
 
 @register_model("gaussian-rbm")
