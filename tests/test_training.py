@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -173,3 +176,54 @@ def test_clip_grad_norm_bounds_the_update() -> None:
     config = TrainConfig(epochs=1, lr=1.0, clip_grad_norm=0.1)
     fit(model, RowBatches(torch.zeros(1, 1), 1), None, config)
     assert model.w.item() == pytest.approx(0.9)
+
+
+class _SigintAfterUpdate(torch.optim.SGD):
+    """SGD that sends itself SIGINT right after updating the weights of step ``at``: the worst
+    moment (weights changed, step not yet counted)."""
+
+    def __init__(self, params, at: int, **kw) -> None:
+        super().__init__(params, **kw)
+        self.at, self.calls = at, 0
+
+    def step(self, closure=None):  # type: ignore[override]
+        out = super().step(closure)
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+
+def test_ctrl_c_after_an_update_still_resumes_exactly(tmp_path: Path) -> None:
+    """SIGINT lands between ``optimizer.step()`` and the loop's bookkeeping: ``fit`` finishes
+    the step, writes ``last`` and raises KeyboardInterrupt; resuming equals never stopping."""
+    data = _data()
+    config = TrainConfig(epochs=2, batch_size=10, lr=0.05, momentum=0.5, seed=3)
+
+    def model() -> RBM:
+        return RBM(10, 6, k=1, method="pcd", n_chains=7, seed=5)
+
+    def sgd(rbm: RBM, at: int) -> torch.optim.SGD:
+        return _SigintAfterUpdate(rbm.parameters(), at, lr=0.05, momentum=0.5)
+
+    full = model()
+    fit(full, RowBatches(data, 10, seed=3), config=config, optimizer=sgd(full, at=0))
+    part = model()
+    ckpt = replace(config, checkpoint_dir=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        fit(part, RowBatches(data, 10, seed=3), config=ckpt, optimizer=sgd(part, at=4))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    saved = load_checkpoint(tmp_path / "last.safetensors").train_state
+    assert saved is not None and saved["step"] == 4 and saved["interrupted"]
+    resumed = model()
+    opt = sgd(resumed, at=0)
+    fit(
+        resumed,
+        RowBatches(data, 10, seed=3),
+        config=config,
+        optimizer=opt,
+        resume=tmp_path / "last.safetensors",
+    )
+    a, b = _params(full), _params(resumed)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -149,37 +148,6 @@ def _write_json(path: Path, obj: dict[str, Any]) -> Path:
 
     data = (json.dumps(obj, indent=2, default=str) + "\n").encode()
     return atomic_write(path, lambda f: f.write(data))
-
-
-class _StepBoundaryInterrupt:
-    """Ctrl-C during ``train`` takes effect at the next step (or epoch) boundary.
-
-    A signal can land anywhere, e.g. between the optimiser's update of one tensor and the next,
-    or after ``optimizer.step()`` but before the loop counts the step; the checkpoint written
-    then would not resume exactly. This callback (the ``training.Callback`` hooks) only records
-    the first Ctrl-C and raises ``KeyboardInterrupt`` from ``on_step``/``on_epoch_end``, where
-    the weights, optimiser and position agree; ``fit`` then writes ``last.safetensors``. A second
-    Ctrl-C stops at once.
-    """
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args, self.requested = args, False
-
-    def handler(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        _note(self.args, "stopping at the next step to save a checkpoint (Ctrl-C again: now)")
-
-    def _check(self, *_: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    on_step = on_epoch_end = _check
-
-    def on_fit_start(self, *_: Any) -> None: ...
-
-    def on_fit_end(self, *_: Any) -> None: ...
 
 
 def _train_model(
@@ -362,11 +330,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         }
     out.mkdir(parents=True, exist_ok=True)
     run_path = _write_json(out / RUN_INFO_NAME, info)  # before training: Ctrl-C can resume
-    interrupt = _StepBoundaryInterrupt(args)
-    previous = signal.signal(signal.SIGINT, interrupt.handler)
-    try:
+    try:  # training.fit defers Ctrl-C to the next step boundary, then writes last.safetensors
         model, result, monitor = _train_model(
-            model_name, data, out, info["train"], args, last if args.resume else None, [interrupt]
+            model_name, data, out, info["train"], args, last if args.resume else None
         )
     except KeyboardInterrupt:
         if last.is_file():
@@ -376,8 +342,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             _note(args, "interrupted before the first checkpoint; nothing to resume")
         return 130
-    finally:
-        signal.signal(signal.SIGINT, previous)
     history = result.history
     paths: dict[str, str] = {"last": str(last), "run": str(run_path)}
     if (out / "best.safetensors").is_file():

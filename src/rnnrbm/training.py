@@ -10,6 +10,8 @@ batches, random numbers and optimiser state of the uninterrupted run.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -227,6 +229,43 @@ def _rng_states(generator: torch.Generator) -> dict[str, Tensor]:
     return {"sampler": generator.get_state()}
 
 
+class _StepBoundaryInterrupt:
+    """Ctrl-C during ``fit`` takes effect at the next step boundary, so the checkpoint written
+    on interruption resumes exactly.
+
+    A signal can land anywhere, e.g. between the optimiser's update of one tensor and the next,
+    or after ``optimizer.step()`` but before the step is counted. The first SIGINT is only
+    recorded and raised as ``KeyboardInterrupt`` by :meth:`check` where weights, optimiser state
+    and position agree; a second one raises at once (``forced``: nothing is saved then, the last
+    consistent checkpoint stays). Installed only from the main thread and only over Python's
+    default handler: a caller's own SIGINT handler (e.g. the CLI's) is left in charge.
+    """
+
+    def __init__(self) -> None:
+        self.requested = self.forced = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def install(self) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 def fit(
     model: nn.Module,
     train: Batches,
@@ -281,6 +320,8 @@ def fit(
     for cb in callbacks:
         cb.on_fit_start(state, len(train), config)
     model.train()
+    interrupt = _StepBoundaryInterrupt()
+    interrupt.install()
     try:
         while state.epoch < config.epochs and not state.stopped_early:
             for batch in train.epoch(state.epoch, state.batch):
@@ -299,6 +340,7 @@ def fit(
                 state.epoch_loss_sum += value
                 for cb in callbacks:
                     cb.on_step(state, value, {k: float(v) for k, v in monitors.items()})
+                interrupt.check()
                 if config.max_steps is not None and state.step >= config.max_steps:
                     last_path = save("last") or last_path
                     return TrainResult(state, last_path)
@@ -322,12 +364,16 @@ def fit(
                 save("best")
             for cb in callbacks:
                 cb.on_epoch_end(state, metrics)
+            interrupt.check()
     except KeyboardInterrupt:
         state.interrupted = True
-        last_path = save("last") or last_path
+        if not interrupt.forced:  # raised at a step boundary: weights and position agree
+            last_path = save("last") or last_path
         for cb in callbacks:
             cb.on_fit_end(state)
         raise
+    finally:
+        interrupt.restore()
     last_path = save("last") or last_path
     for cb in callbacks:
         cb.on_fit_end(state)
