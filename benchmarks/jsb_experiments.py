@@ -62,6 +62,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--nesterov", action="store_true")
     ap.add_argument("--batch-size", type=int, default=8, help="sequences per batch")
     ap.add_argument("--max-len", type=int, default=None, help="chunk length (None: whole pieces)")
+    ap.add_argument("--carry-state", action="store_true", help="chunks carry the piece's state")
     ap.add_argument("--clip", type=float, default=10.0, help="gradient-norm clip (0: none)")
     ap.add_argument("--pretrain-epochs", type=int, default=3, help="frame pretraining epochs")
     ap.add_argument("--pretrain-lr", type=float, default=1e-2)
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
             clip_grad_norm=args.clip or None,
             k=None if args.model == "rnn-nade" else args.k,
             max_len=args.max_len,
+            carry_state=args.carry_state,
             pretrain_epochs=args.pretrain_epochs,
             pretrain_lr=args.pretrain_lr,
             pretrain_k=args.pretrain_k,

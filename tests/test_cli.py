@@ -205,6 +205,20 @@ def test_train_text_mode_reports_each_epoch(run, tmp_path, capsys):
     assert "wrote last:" in out and "wrote best:" in out
 
 
+def test_train_with_carried_state_chunks(run, tmp_path, capsys):
+    out = tmp_path / "carry"
+    code = main(
+        ["train", "--model", "rnn-nade", "--data", str(run.corpus), "--out", str(out),
+         "--hidden", "4", "--recurrent", "4", "--epochs", "1", "--pretrain-epochs", "0",
+         "--max-len", "4", "--carry-state", "--json"]
+    )  # fmt: skip
+    assert code == 0
+    info = json.loads(capsys.readouterr().out)
+    assert np.isfinite(info["history"][0]["train_loss"])
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["train"]["carry_state"] is True and run_info["train"]["max_len"] == 4
+
+
 def test_plain_rbm_trains_generates_scores_and_evaluates(run, tmp_path, capsys):
     out = tmp_path / "rbm"
     code = main(

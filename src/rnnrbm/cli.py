@@ -193,6 +193,7 @@ def _train_model(
             clip_grad_norm=clip,
             k=None if (model is not None or name == "rnn-nade") else int(settings["k"]),
             max_len=int(settings["max_len"]) or None,
+            carry_state=bool(settings.get("carry_state", False)),
             pretrain_epochs=int(settings["pretrain_epochs"]),
             valid_every=int(settings["valid_every"]),
             valid_frames=settings["valid_frames"] or None,
@@ -321,6 +322,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "recurrent": args.recurrent,
                 "k": args.k,
                 "max_len": args.max_len,
+                "carry_state": args.carry_state,
                 "pretrain_epochs": args.pretrain_epochs,
                 "valid_every": args.valid_every,
                 "valid_frames": args.valid_frames,
@@ -762,6 +764,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=150, help="hidden units per frame (default 150)")
     p.add_argument("--recurrent", type=int, default=100, help="recurrent units (default 100)")
     p.add_argument("--max-len", type=int, default=100, help="chunk length in frames (0: none)")
+    p.add_argument(
+        "--carry-state",
+        action="store_true",
+        help="chunks continue the recurrent state of their piece (default: each chunk resets it)",
+    )
     p.add_argument("--pretrain-epochs", type=int, default=5, help="frame-only epochs first")
     p.add_argument("--valid-every", type=int, default=1, help="epochs between validations")
     p.add_argument(

@@ -75,11 +75,11 @@ class RecurrencePretraining(nn.Module):
         self, batch: tuple[Tensor, Tensor], *, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         model = self._model[0]
-        rolls, mask = model._unpack(batch)
+        rolls, mask, loss_mask = model._unpack(batch)
         d_v = self.recurrence(rolls, mask, model.estimator)[0]
         logits = model.estimator.b_v.detach() + d_v
         xent = F.binary_cross_entropy_with_logits(logits, rolls, reduction="none").sum(-1)
-        return xent[mask].mean(), {}
+        return xent[loss_mask].mean(), {}
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -202,13 +202,24 @@ def _stage_config(
 
 
 def _sequence_epochs(
-    model: SequenceModel, rolls: Sequence[Any], batch_size: int, seed: int, max_len: int | None
+    model: SequenceModel,
+    rolls: Sequence[Any],
+    batch_size: int,
+    seed: int,
+    max_len: int | None,
+    carry_state: bool = False,
 ) -> SequenceEpochs:
     """``fit`` data of length-sorted sequence batches of ``rolls`` on the model's device."""
     device = next(model.parameters()).device
     return SequenceEpochs(
         SequenceBatches(
-            rolls, batch_size, seed=seed, max_len=max_len, sort_by_length=True, device=device
+            rolls,
+            batch_size,
+            seed=seed,
+            max_len=max_len,
+            sort_by_length=True,
+            carry_state=carry_state,
+            device=device,
         )
     )
 
@@ -254,13 +265,14 @@ def pretrain_recurrence(
     lr: float = 1e-3,
     optimizer: str = "adam",
     max_len: int | None = None,
+    carry_state: bool = False,
     clip_grad_norm: float | None = None,
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
 ) -> TrainResult:
     """Stage 2: train ``model.recurrence`` on the per-note cross-entropy in place."""
-    batches = _sequence_epochs(model, rolls, batch_size, seed, max_len)
+    batches = _sequence_epochs(model, rolls, batch_size, seed, max_len, carry_state)
     config = _stage_config(
         epochs, batch_size, lr, optimizer, seed, progress, clip_grad_norm=clip_grad_norm
     )
@@ -280,6 +292,7 @@ def train_sequence_model(
     clip_grad_norm: float | None = 10.0,
     k: int | None = None,
     max_len: int | None = None,
+    carry_state: bool = False,
     pretrain_epochs: int = 3,
     pretrain_lr: float | None = 1e-2,
     pretrain_batch_size: int = 100,
@@ -311,7 +324,9 @@ def train_sequence_model(
         drives early stopping through :class:`ValidationMonitor`.
     epochs, batch_size (sequences per batch), lr, optimizer, momentum, nesterov, clip_grad_norm :
         the sequence stage's ``TrainConfig``; ``max_len`` cuts sequences into chunks that each
-        restart the recurrence (the tutorial's scheme; ``None`` = whole pieces).
+        restart the recurrence (the tutorial's scheme; ``None`` = whole pieces) or, with
+        ``carry_state=True``, continue from the state carried over the piece's earlier frames
+        (which the recurrence reads; only the chunk is scored).
     pretrain_epochs, pretrain_lr (None: ``lr``), pretrain_batch_size (frames per batch),
     pretrain_k (CD-k of stage 1; default the model's ``k``) : stage 1;
     rnn_pretrain_epochs : stage 2 (0 skips either stage).
@@ -371,11 +386,12 @@ def train_sequence_model(
             lr=lr,
             optimizer=optimizer,
             max_len=max_len,
+            carry_state=carry_state,
             clip_grad_norm=clip_grad_norm,
             seed=seed,
             progress=progress,
         )
-    batches = _sequence_epochs(model, train, batch_size, seed, max_len)
+    batches = _sequence_epochs(model, train, batch_size, seed, max_len, carry_state)
     valid = dataset.splits.get("valid")
     config = _stage_config(
         epochs,

@@ -110,6 +110,25 @@ def test_every_frame_exactly_once_per_epoch() -> None:
         assert sorted(seen) == list(range(1, sum(lengths) + 1)), kw
 
 
+def test_carried_state_batches_hold_prefix_and_score_each_frame_once() -> None:
+    lengths = [7, 3, 12, 1, 5, 9, 2]
+    rolls = tagged_rolls(lengths, n=8)
+    loader = SequenceBatches(rolls, 3, seed=2, max_len=4, sort_by_length=True, carry_state=True)
+    assert len(loader) == -(-sum(-(-n // 4) for n in lengths) // 3)
+    scored: list[int] = []
+    for batch, mask, loss_mask in loader.batches(1):
+        assert batch.shape[:2] == mask.shape == loss_mask.shape and not (loss_mask & ~mask).any()
+        for m, lm in zip(mask, loss_mask, strict=True):
+            first = int(lm.nonzero()[0])  # the chunk starts after its piece's earlier frames
+            assert first % 4 == 0 and bool(lm[first:].eq(m[first:]).all()) and not lm[:first].any()
+            assert m[: first + 1].all()  # the whole prefix is present
+            assert int(lm.sum()) <= 4
+        scored += frame_ids(batch, loss_mask)
+    assert sorted(scored) == list(range(1, sum(lengths) + 1))
+    # without max_len there is nothing to carry: plain (batch, mask) pairs
+    assert all(len(b) == 2 for b in SequenceBatches(rolls, 3, carry_state=True).batches(0))
+
+
 def test_seeded_shuffle_reproducible() -> None:
     rolls = tagged_rolls([4, 6, 2, 8, 3, 5], n=6)
 

@@ -419,3 +419,37 @@ def test_builder_and_input_errors() -> None:
     bare = SequenceModel(RNNRecurrence(3, 2, est.offset_sizes), est)
     with pytest.raises(InputError, match=r"SequenceModel\.config: expected a model built by"):
         bare.config()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_carried_state_chunks_equal_whole_sequences(name: str) -> None:
+    """``carry_state=True``: every chunk frame gets exactly the log-probability (and offsets) it
+    has in its whole sequence, each frame is scored once per epoch, and the reset scheme
+    differs (the state really is carried)."""
+    model = _model(name, n_v=5, n_h=3)
+    seqs = [s.to(F64) for s in _sequences(n=5, n_v=5, seed=3)]
+    whole = {i: model.log_prob(s[None]).value[0] for i, s in enumerate(seqs)}
+    total = sum(float(v.sum()) for v in whole.values())
+
+    def epoch_total(carry: bool) -> float:
+        loader = SequenceBatches(seqs, 2, seed=1, max_len=4, carry_state=carry)
+        out = 0.0
+        for batch in loader.batches(0):
+            assert len(batch) == (3 if carry else 2)
+            out += float(model.log_prob(batch).value.sum())
+        return out
+
+    assert abs(epoch_total(True) - total) < 1e-9
+    assert abs(epoch_total(False) - total) > 1e-3
+    # frame by frame: the second chunk of sequence 0 inside a carried batch
+    loader = SequenceBatches(seqs[:1], 1, shuffle=False, max_len=4, carry_state=True)
+    rolls, mask, loss_mask = list(loader.batches(0))[1]
+    assert loss_mask.sum() == min(4, len(seqs[0]) - 4) and not loss_mask[0, :4].any()
+    lp = model.log_prob((rolls, mask, loss_mask)).value[0]
+    torch.testing.assert_close(lp[loss_mask[0]], whole[0][4:8], rtol=1e-12, atol=1e-12)
+    assert torch.equal(lp[~loss_mask[0]], torch.zeros(int((~loss_mask[0]).sum()), dtype=F64))
+    v, offsets, _ = model.frame_inputs((rolls, mask, loss_mask))
+    full_offsets = model.offsets(seqs[0][None])
+    for a, b in zip(offsets, full_offsets, strict=True):
+        torch.testing.assert_close(a, b[0, 4:8], rtol=1e-12, atol=1e-12)
+    assert torch.equal(v, seqs[0][4:8])

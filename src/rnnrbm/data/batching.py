@@ -120,8 +120,9 @@ def chunk_sequences(rolls: Sequence[Roll], max_len: int) -> list[Chunk]:
     """Split each roll into consecutive chunks of ``max_len`` frames (the last may be shorter).
 
     This is the reset scheme of the RNN-RBM tutorial (each chunk restarts the recurrence); the
-    ``Chunk`` fields keep what is needed to carry the state across chunks instead. Chunks are
-    views, in order: sequence 0's chunks, then sequence 1's, ...
+    ``Chunk`` fields keep what is needed to carry the state across chunks instead
+    (``SequenceBatches(carry_state=True)``). Chunks are views, in order: sequence 0's chunks,
+    then sequence 1's, ...
     """
     max_len = check_positive_int(max_len, "max_len")
     lengths = _check_rolls(rolls)
@@ -212,6 +213,12 @@ class SequenceBatches:
     the iterator); ``batches(e, start=k)`` replays epoch ``e`` from its ``k``-th batch (resume
     after a checkpoint); ``order(e)`` gives the item indices of every batch. With ``max_len``
     the items are chunks (:attr:`chunks` keeps their sequence/index/start).
+
+    ``carry_state=True`` (with ``max_len``) yields ``(batch, mask, loss_mask)``: each row holds
+    its chunk preceded by the frames of its piece before it (``roll[:start + len]``) and
+    ``loss_mask`` marks the chunk's frames, so a model that reads the prefix starts the chunk
+    from the state carried over the whole piece (``models.sequence``) and scores the chunk only.
+    Bucketing then sorts by prefix + chunk length.
     """
 
     def __init__(
@@ -224,13 +231,20 @@ class SequenceBatches:
         max_len: int | None = None,
         sort_by_length: bool = False,
         drop_last: bool = False,
+        carry_state: bool = False,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.seed = check_positive_int(seed, "seed", minimum=0)
         self.chunks = None if max_len is None else chunk_sequences(rolls, max_len)
-        self.items = list(rolls) if self.chunks is None else [c.roll for c in self.chunks]
+        self.carry_state = bool(carry_state) and self.chunks is not None
+        if self.chunks is None:
+            self.items = list(rolls)
+        elif self.carry_state:  # each chunk with its piece's earlier frames as context
+            self.items = [rolls[c.sequence][: c.start + len(c.roll)] for c in self.chunks]
+        else:
+            self.items = [c.roll for c in self.chunks]
         self.lengths = _check_rolls(self.items)
         self.shuffle, self.sort_by_length, self.drop_last = shuffle, sort_by_length, drop_last
         self.device, self.dtype = _device(device), dtype
@@ -255,14 +269,22 @@ class SequenceBatches:
             drop_last=self.drop_last,
         )
 
-    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches ``start, start + 1, …`` of ``epoch`` as ``(batch, mask)``."""
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Batches ``start, start + 1, …`` of ``epoch`` as ``(batch, mask)`` (``carry_state``:
+        ``(batch, mask, loss_mask)``)."""
         for idx in self.order(epoch)[start:]:
-            yield pad_sequences(
-                [self.items[i] for i in idx.tolist()], dtype=self.dtype, device=self.device
+            rows = idx.tolist()
+            batch, mask = pad_sequences(
+                [self.items[i] for i in rows], dtype=self.dtype, device=self.device
             )
+            if not self.carry_state:
+                yield batch, mask
+                continue
+            starts = torch.tensor([self.chunks[i].start for i in rows], device=mask.device)  # type: ignore[index]
+            positions = torch.arange(mask.shape[1], device=mask.device)
+            yield batch, mask, mask & (positions[None, :] >= starts[:, None])
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         return self.batches(epoch)
 

@@ -16,8 +16,12 @@ Batches are ``(rolls (B, T, n_v) float, mask (B, T) bool)`` as yielded by
 ``data.batching.SequenceBatches`` / ``pad_sequences`` (right padding); padding never enters a loss
 or a log-probability. ``SequenceEpochs`` adapts ``SequenceBatches`` to ``training.fit``'s
 ``Batches`` protocol (``epoch(e, start)``). Sequences longer than a chunk are cut into chunks by
-``data.batching`` (``max_len``); each chunk restarts the recurrence from its learned initial state
-(the tutorial's scheme). Carrying the state across chunks is **not** implemented.
+``data.batching`` (``max_len``): by default each chunk restarts the recurrence from its learned
+initial state (the tutorial's scheme); with ``carry_state=True`` a batch is ``(rolls, mask,
+loss_mask)`` whose rolls hold each chunk *with the frames of its piece before it* and whose
+``loss_mask`` marks the chunk: the recurrence reads the whole prefix, so the state at the chunk's
+start is exactly the state carried from the piece's start (under the current parameters), while
+the loss, the estimator's CD chains and the evaluation cover the chunk's frames only.
 
 Frame pretraining (BL2012 §5 initialise the RBM from one trained on independent frames) is
 offered without importing the training loop (it sits above models): ``frame_loss(frames)`` and
@@ -56,7 +60,7 @@ __all__ = [
     "build_sequence_model",
 ]
 
-Batch = tuple[Tensor, Tensor] | Tensor
+Batch = tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor] | Tensor
 
 
 class SequenceModel(nn.Module):
@@ -97,17 +101,20 @@ class SequenceModel(nn.Module):
     def _param(self) -> Tensor:
         return next(self.estimator.parameters())  # type: ignore[attr-defined]
 
-    def _unpack(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """``(rolls (B, T, n_v), mask (B, T) bool)`` on the model's dtype and device."""
+    def _unpack(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """``(rolls (B, T, n_v), mask (B, T) bool, loss_mask (B, T) bool)`` on the model's dtype
+        and device: ``mask`` marks real frames (the recurrence reads them), ``loss_mask`` the
+        frames that are scored (default: all real frames; a carried-state chunk: the chunk)."""
         if isinstance(batch, Tensor):
-            rolls, mask = batch, None
-        elif isinstance(batch, tuple | list) and len(batch) == 2:
-            rolls, mask = batch
+            rolls, mask, loss_mask = batch, None, None
+        elif isinstance(batch, tuple | list) and len(batch) in (2, 3):
+            rolls, mask, loss_mask = (*batch, None) if len(batch) == 2 else batch
         else:
             raise InputTypeError(
                 error_message(
                     "batch",
-                    "a pair (rolls (B, T, n_visible), mask (B, T) bool) or a rolls tensor",
+                    "a pair (rolls (B, T, n_visible), mask (B, T) bool), a triple with a loss "
+                    "mask, or a rolls tensor",
                     type(batch).__name__,
                     "pass what data.batching.pad_sequences / SequenceBatches yield",
                 )
@@ -124,38 +131,45 @@ class SequenceModel(nn.Module):
                 )
             )
         rolls = rolls.to(device=p.device, dtype=p.dtype)
-        if mask is None:
-            mask = torch.ones(rolls.shape[:2], dtype=torch.bool, device=p.device)
-        elif not isinstance(mask, Tensor) or mask.shape != rolls.shape[:2]:
-            got = f"shape {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask)
-            raise InputError(
-                error_message(
-                    "batch mask",
-                    f"a bool tensor of shape {tuple(rolls.shape[:2])} (B, T)",
-                    str(got),
-                    "pass the mask returned by data.batching.pad_sequences",
+        masks = []
+        for name, m in (("batch mask", mask), ("batch loss mask", loss_mask)):
+            if m is None:
+                m = masks[0] if masks else torch.ones(rolls.shape[:2], dtype=torch.bool)
+            elif not isinstance(m, Tensor) or m.shape != rolls.shape[:2]:
+                got = f"shape {tuple(m.shape)}" if isinstance(m, Tensor) else type(m)
+                raise InputError(
+                    error_message(
+                        name,
+                        f"a bool tensor of shape {tuple(rolls.shape[:2])} (B, T)",
+                        str(got),
+                        "pass the masks returned by data.batching (pad_sequences / "
+                        "SequenceBatches)",
+                    )
                 )
-            )
-        return rolls, mask.to(device=p.device, dtype=torch.bool)
+            masks.append(m.to(device=p.device, dtype=torch.bool))
+        mask, loss_mask = masks
+        return rolls, mask, loss_mask & mask
 
     # ----------------------------------------------------------------- frames & offsets
     def offsets(self, batch: Batch) -> tuple[Tensor, ...]:
         """Per-frame offsets ``(B, T, size)`` (values at padded positions are meaningless)."""
-        rolls, mask = self._unpack(batch)
+        rolls, mask, _ = self._unpack(batch)
         return self.recurrence(rolls, mask, self.estimator)
 
     def frame_inputs(self, batch: Batch) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
         """The real frames and their offsets, flattened for ONE estimator call.
 
-        Returns ``(v (N, n_v), offsets ((N, size), …), mask (B, T))`` with ``N`` = real frames in
-        row-major (sequence, time) order. Offsets carry gradients into the recurrence.
+        Returns ``(v (N, n_v), offsets ((N, size), …), loss_mask (B, T))`` with ``N`` = scored
+        frames (real frames, or a carried-state batch's chunks) in row-major (sequence, time)
+        order. Offsets carry gradients into the recurrence.
         """
-        rolls, mask = self._unpack(batch)
+        rolls, mask, loss_mask = self._unpack(batch)
         offsets = self.recurrence(rolls, mask, self.estimator)
         B, T, n_v = rolls.shape
-        if bool(mask.all()):  # the common unpadded case: views, no gather
-            return rolls.reshape(B * T, n_v), tuple(o.reshape(B * T, -1) for o in offsets), mask
-        return rolls[mask], tuple(o[mask] for o in offsets), mask
+        if bool(loss_mask.all()):  # the common unpadded case: views, no gather
+            flat = tuple(o.reshape(B * T, -1) for o in offsets)
+            return rolls.reshape(B * T, n_v), flat, loss_mask
+        return rolls[loss_mask], tuple(o[loss_mask] for o in offsets), loss_mask
 
     # ----------------------------------------------------------------- training
     def loss(
@@ -190,7 +204,7 @@ class SequenceModel(nn.Module):
         for b in batches:
             lp = self.log_prob(b)
             total += float(lp.value.sum())
-            count += int(self._unpack(b)[1].sum())
+            count += int(self._unpack(b)[2].sum())
         return {"nll_per_frame": -total / max(count, 1)}
 
     # ----------------------------------------------------------------- evaluation
@@ -202,9 +216,10 @@ class SequenceModel(nn.Module):
     ) -> LogProb:
         """``log p(v_t | v_<t)`` per frame, ``value``/``se`` of shape ``(B, T)`` (float64, nats).
 
-        Padded positions hold 0 (value and s.e.). RBM frames: ``"exact"`` enumerates a layer of
-        ≤ 25 units; ``"ais"`` runs ONE batched AIS over every real frame (options ``n_runs``,
-        ``n_betas``, ``base_visible_bias``, ``generator``). NADE frames are always exact.
+        Padded (and, in a carried-state batch, context) positions hold 0 (value and s.e.). RBM
+        frames: ``"exact"`` enumerates a layer of ≤ 25 units; ``"ais"`` runs ONE batched AIS over
+        every scored frame (options ``n_runs``, ``n_betas``, ``base_visible_bias``,
+        ``generator``). NADE frames are always exact.
         """
         with torch.no_grad():
             v, offsets, mask = self.frame_inputs(batch)
