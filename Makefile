@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test lint bench bench-rbm bench-ais clean
+.PHONY: demo test lint bench bench-rbm bench-ais bench-temporal bench-deep bench-midi clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -q
 
-bench: bench-rbm bench-ais
+bench: bench-rbm bench-ais bench-temporal bench-deep bench-midi
 
 bench-rbm: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -c benchmarks/constraints.txt rbms
@@ -32,6 +32,15 @@ bench-rbm: $(STAMP)
 
 bench-ais: $(STAMP)
 	$(PY) benchmarks/bench_ais.py
+
+bench-temporal: $(STAMP)
+	$(PY) benchmarks/bench_temporal.py
+
+bench-deep: $(STAMP)
+	$(PY) benchmarks/bench_deep.py
+
+bench-midi: $(STAMP)
+	$(PY) benchmarks/bench_midi.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
