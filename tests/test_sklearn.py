@@ -112,6 +112,24 @@ def test_training_improves_the_pseudo_likelihood_and_partial_fit_continues() -> 
         est.partial_fit(X[:5, :10])
 
 
+def test_visible_bias_starts_from_the_first_call_only() -> None:
+    """The first training call starts the visible biases at the data's log-odds (zero outside
+    [0, 1]); later partial_fit calls only take SGD steps (one step moves a bias by ≤ the lr)."""
+    X, _ = digits()
+    lr = 0.05
+
+    def bias(est: BernoulliRBM) -> np.ndarray:
+        return est.intercept_visible_.copy()
+
+    est = BernoulliRBM(n_components=8, learning_rate=lr, random_state=0).partial_fit(X[:50])
+    first = bias(est)
+    assert np.abs(first).max() > 1.0  # the log-odds start, not zero plus one step
+    est.partial_fit(np.ones_like(X[:50]))  # all-on data: a restart would jump to large biases
+    assert 0 < np.abs(bias(est) - first).max() <= lr + 1e-6
+    outside = BernoulliRBM(n_components=8, learning_rate=lr, random_state=0)
+    assert np.abs(bias(outside.partial_fit(2.0 * X[:50]))).max() <= lr + 1e-6  # zero start
+
+
 def test_cd_k_and_pcd_k_variants_fit_and_gibbs() -> None:
     X, _ = digits()
     X = (X[:100] > 0.5).astype(np.float64)

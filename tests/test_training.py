@@ -227,3 +227,65 @@ def test_ctrl_c_after_an_update_still_resumes_exactly(tmp_path: Path) -> None:
     a, b = _params(full), _params(resumed)
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def _textbook_fit(model: RBM, data: torch.Tensor, config: TrainConfig) -> list[float]:
+    """The loop as torch's tutorials write it (``zero_grad``, ``backward``, ``clip_grad_norm_``,
+    ``optimizer.step()``), seeded as ``fit`` seeds it; returns the per-step losses."""
+    batches = RowBatches(data, config.batch_size, seed=config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = build_optimizer(model, config)
+    model.on_fit_start(batches, resumed=False)
+    losses = []
+    for epoch in range(config.epochs):
+        for batch in batches.epoch(epoch):
+            loss, _ = model.loss(batch, generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+            optimizer.step()
+            losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"momentum": 0.9, "weight_decay": 0.01},
+        {"momentum": 0.5, "nesterov": True, "clip_grad_norm": 0.05},
+        {"optimizer": "adam", "clip_grad_norm": 0.05, "lr": 0.01},
+    ],
+    ids=["sgd", "momentum-decay", "nesterov-clip", "adam-clip"],
+)
+def test_fit_equals_the_textbook_loop_bitwise(options: dict) -> None:
+    """The lean step (one gradient norm for the NaN check and the clip, parameters collected
+    once) changes no float: weights and every step's loss equal torch's own loop exactly."""
+    data = _data(50, 10)
+    config = TrainConfig(**{"epochs": 2, "batch_size": 8, "lr": 0.1, "seed": 4, **options})
+    losses: list[float] = []
+
+    class Losses(Callback):
+        def on_step(self, state, loss, monitors):  # type: ignore[no-untyped-def]
+            losses.append(loss)
+
+    ours = RBM(10, 6, k=1, method="pcd", n_chains=7, seed=2)
+    fit(ours, RowBatches(data, 8, seed=4), None, config, (Losses(),))
+    reference = RBM(10, 6, k=1, method="pcd", n_chains=7, seed=2)
+    assert losses == _textbook_fit(reference, data, config)
+    a, b = _params(ours), _params(reference)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["frame.W"], _params(RBM(10, 6, seed=2))["frame.W"])  # it trained
+
+
+def test_infinite_gradient_with_finite_loss_stops_before_the_update() -> None:
+    """√w at w = 0: the loss is 0 but the gradient is +inf; only the gradient norm catches it."""
+    model = _LogModel()
+    with torch.no_grad():
+        model.w.zero_()
+    with pytest.raises(
+        NonFiniteError, match=r"training step 1.*gradient of parameter 'w'.*loss=0\.0"
+    ):
+        fit(model, RowBatches(torch.zeros(1, 1), 1), None, TrainConfig(epochs=1, lr=0.1))
+    assert model.w.item() == 0.0

@@ -71,9 +71,10 @@ class _SklearnRBM(RBM):
 
     def on_fit_start(self, train: Any, resumed: bool = False) -> None:
         data = getattr(train, "data", None)
-        in_range = data is not None and bool(((data >= 0) & (data <= 1)).all())
+        first = not (resumed or self.started)  # checked first: partial_fit skips the range scan
+        in_range = first and data is not None and bool(((data >= 0) & (data <= 1)).all())
         # Outside [0, 1] the log-odds are undefined: keep scikit-learn's zero start.
-        super().on_fit_start(train, resumed=resumed or self.started or not in_range)
+        super().on_fit_start(train, resumed=not in_range)
         self.started = True
 
 

@@ -91,3 +91,12 @@ def test_persistent_chains_are_independent_of_batch_and_seeded() -> None:
         runs.append((first, second))
         assert first.shape == (31, 5) and not torch.equal(first, second)
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_chains_advance_without_autograd_in_grad_mode() -> None:
+    """Called with trainable parameters outside no_grad, the chains record no graph."""
+    W, b_v, b_h = _tiny(4)
+    chains = PersistentChains(6, 5, dtype=torch.float64)
+    state = chains.advance(W, b_v, b_h, 1, torch.Generator().manual_seed(0))
+    assert torch.is_grad_enabled() and W.requires_grad
+    assert not state.requires_grad and state.grad_fn is None and state is chains.state

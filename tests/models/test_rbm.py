@@ -16,6 +16,16 @@ from rnnrbm.validation import InputError, InputTypeError
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread. Two, on a busy 2-core machine, made a 100 × 9 addmm
+    take ~4 ms (the bars-and-stripes test ran 160 s instead of a few)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_movie_example_separates_the_two_groups(seed: int) -> None:
     example = runpy.run_path(str(EXAMPLES / "movies.py"))

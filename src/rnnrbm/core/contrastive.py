@@ -118,6 +118,5 @@ class PersistentChains(torch.nn.Module):
                 self.reset(data, generator)
             self._known_ready = True
         v = gibbs_chain(self.state, W, b_v, b_h, k, generator, log_sigma).v
-        with torch.no_grad():
-            self.state.copy_(v)
+        self.state.copy_(v)  # no autograd to stop: v is drawn under no_grad, the buffer is plain
         return self.state

@@ -62,11 +62,11 @@ def cd_loss(
     Negatives are ``k`` block-Gibbs steps from the data (CD) or from the persistent ``chains``
     (PCD, Tieleman 2008), drawn without gradient; the loss is ``contrastive_loss`` (mean free
     energy of the data minus that of the negatives), whose gradient is the learning rule."""
-    with torch.no_grad():
-        if method == "pcd":
-            v_neg = chains.advance(W, b_v, b_h, k, generator, log_sigma, data=batch)
-        else:
-            v_neg = negative_samples(batch, W, b_v, b_h, k, generator, log_sigma)
+    # No ``torch.no_grad()`` scope here: ``gibbs_chain`` draws under its own (~2 µs a step).
+    if method == "pcd":
+        v_neg = chains.advance(W, b_v, b_h, k, generator, log_sigma, data=batch)
+    else:
+        v_neg = negative_samples(batch, W, b_v, b_h, k, generator, log_sigma)
     loss, f_pos, _ = contrastive_loss(batch, v_neg, W, b_v, b_h, log_sigma)
     return loss, {"free_energy_data": f_pos.mean()}
 
