@@ -178,6 +178,15 @@ def test_clip_grad_norm_bounds_the_update() -> None:
     assert model.w.item() == pytest.approx(0.9)
 
 
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler for the test (pytest may run as a background job, which
+    starts with SIGINT ignored), the previous one restored afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class _SigintAfterUpdate(torch.optim.SGD):
     """SGD that sends itself SIGINT right after updating the weights of step ``at``: the worst
     moment (weights changed, step not yet counted)."""
@@ -194,7 +203,7 @@ class _SigintAfterUpdate(torch.optim.SGD):
         return out
 
 
-def test_ctrl_c_after_an_update_still_resumes_exactly(tmp_path: Path) -> None:
+def test_ctrl_c_after_an_update_still_resumes_exactly(tmp_path: Path, default_sigint: None) -> None:
     """SIGINT lands between ``optimizer.step()`` and the loop's bookkeeping: ``fit`` finishes
     the step, writes ``last`` and raises KeyboardInterrupt; resuming equals never stopping."""
     data = _data()

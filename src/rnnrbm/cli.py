@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -332,7 +333,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         }
     out.mkdir(parents=True, exist_ok=True)
     run_path = _write_json(out / RUN_INFO_NAME, info)  # before training: Ctrl-C can resume
-    try:  # training.fit defers Ctrl-C to the next step boundary, then writes last.safetensors
+    # SIGINT always stops training cleanly, even when the shell started us with it ignored (a
+    # background job): training.fit then defers it to the next step boundary and writes last.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
         model, result, monitor = _train_model(
             model_name, data, out, info["train"], args, last if args.resume else None
         )
@@ -344,6 +348,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             _note(args, "interrupted before the first checkpoint; nothing to resume")
         return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     history = result.history
     paths: dict[str, str] = {"last": str(last), "run": str(run_path)}
     if (out / "best.safetensors").is_file():
