@@ -31,6 +31,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -76,6 +77,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--eval-runs", type=int, default=100)
     ap.add_argument("--eval-betas", type=int, default=1000)
     ap.add_argument("--eval-base", default="gibbs", choices=["gibbs", "mean-field", "bias", "zero"])
+    ap.add_argument(
+        "--test-pieces", type=int, default=None, help="evaluate on the first N test pieces only"
+    )
     ap.add_argument("--accuracy-samples", type=int, default=20, help="0 skips frame accuracy")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds for training")
     ap.add_argument("--seed", type=int, default=0)
@@ -148,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
             out.mkdir(parents=True, exist_ok=True)
             save_checkpoint(out / "model.safetensors", model)
     t1 = time.perf_counter()
+    if args.test_pieces is not None:  # e.g. to compare AIS settings on a subset
+        ds = replace(ds, splits={**ds.splits, "test": ds["test"][: args.test_pieces]})
     report = evaluate(
         model,
         ds,
