@@ -16,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 
 def all_binary_states(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Every vector of {0,1}^n, shape (2**n, n), in lexicographic order."""
-    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=dtype).reshape(-1, n)
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=dtype).reshape(2**n, n)
 
 
 def brute_joint_log_z(W: torch.Tensor, b_v: torch.Tensor, b_h: torch.Tensor) -> float:
