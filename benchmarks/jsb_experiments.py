@@ -65,6 +65,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-len", type=int, default=None, help="chunk length (None: whole pieces)")
     ap.add_argument("--carry-state", action="store_true", help="chunks carry the piece's state")
     ap.add_argument("--clip", type=float, default=10.0, help="gradient-norm clip (0: none)")
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="L2 on weight matrices")
     ap.add_argument("--pretrain-epochs", type=int, default=3, help="frame pretraining epochs")
     ap.add_argument("--pretrain-lr", type=float, default=1e-2)
     ap.add_argument("--pretrain-k", type=int, default=1, help="CD-k of frame pretraining")
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
             momentum=args.momentum,
             nesterov=args.nesterov,
             clip_grad_norm=args.clip or None,
+            weight_decay=args.weight_decay,
             k=None if args.model == "rnn-nade" else args.k,
             max_len=args.max_len,
             carry_state=args.carry_state,

@@ -188,3 +188,17 @@ def test_recipe_errors() -> None:
         train_sequence_model(model, ds, time_budget=0)
     with pytest.raises(InputError, match="sequence model name"):
         train_sequence_model("rnn-dbn", ds)
+
+
+def test_recipe_weight_decay_shrinks_the_weight_matrices() -> None:
+    def trained(decay: float) -> dict[str, torch.Tensor]:
+        model, _ = train_sequence_model(
+            "rnn-nade", _dataset(), epochs=2, batch_size=4, lr=0.1, optimizer="sgd",
+            pretrain_epochs=0, patience=None, restore_best=False, weight_decay=decay,
+            model_options=_options(),
+        )  # fmt: skip
+        return _state(model)
+
+    plain, decayed = trained(0.0), trained(1.0)
+    matrices = [k for k, v in plain.items() if v.dim() == 2]
+    assert matrices and all(decayed[k].norm() < plain[k].norm() for k in matrices)

@@ -290,6 +290,7 @@ def train_sequence_model(
     momentum: float = 0.0,
     nesterov: bool = False,
     clip_grad_norm: float | None = 10.0,
+    weight_decay: float = 0.0,
     k: int | None = None,
     max_len: int | None = None,
     carry_state: bool = False,
@@ -322,7 +323,8 @@ def train_sequence_model(
         ``n_recurrent``, ``seed`` defaults to ``seed``, …), or a built ``SequenceModel``.
     dataset : the splits; ``"valid"`` (when present and ``patience``/``restore_best`` need it)
         drives early stopping through :class:`ValidationMonitor`.
-    epochs, batch_size (sequences per batch), lr, optimizer, momentum, nesterov, clip_grad_norm :
+    epochs, batch_size (sequences per batch), lr, optimizer, momentum, nesterov, clip_grad_norm,
+    weight_decay (L2 on weight matrices only) :
         the sequence stage's ``TrainConfig``; ``max_len`` cuts sequences into chunks that each
         restart the recurrence (the tutorial's scheme; ``None`` = whole pieces) or, with
         ``carry_state=True``, continue from the state carried over the piece's earlier frames
@@ -403,6 +405,7 @@ def train_sequence_model(
         momentum=momentum,
         nesterov=nesterov,
         clip_grad_norm=clip_grad_norm,
+        weight_decay=weight_decay,
         checkpoint_dir=checkpoint_dir,
         monitor="valid_nll" if valid is not None else None,
         patience=patience,
