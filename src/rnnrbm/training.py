@@ -198,15 +198,6 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return cls(groups, lr=config.lr)
 
 
-def _grad_norm(grads: list[Tensor], foreach: bool) -> Tensor:
-    """Total 2-norm of ``grads``: the ops of ``torch.nn.utils.get_total_norm`` (so a clip with it
-    stays bit-identical), minus its per-call grouping when ``foreach`` says every gradient shares
-    one CPU/CUDA device and dtype: one ``_foreach_norm``, a stack, one norm."""
-    if foreach:
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-    return torch.nn.utils.get_total_norm(grads)
-
-
 def _non_finite(
     model: nn.Module, loss_value: float, step: int, last_checkpoint: Path | None
 ) -> NonFiniteError:
@@ -228,30 +219,6 @@ def _non_finite(
             f"lower the learning rate or clip gradients (clip_grad_norm); {kept}",
         )
     )
-
-
-def _same_device_and_dtype(params: list[Tensor]) -> bool:
-    """True when all ``params`` share one CPU or CUDA device and one dtype (their gradients then
-    too): where torch's foreach kernels apply to them as one list."""
-    return (
-        bool(params)
-        and all(p.device == params[0].device and p.dtype == params[0].dtype for p in params)
-        and params[0].device.type in ("cpu", "cuda")
-    )
-
-
-def _zero_grad(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """``optimizer.zero_grad(set_to_none=True)``: for an optimiser that keeps torch's own method,
-    the same loop without its profiler scope."""
-    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
-        return lambda: optimizer.zero_grad(set_to_none=True)
-
-    def zero() -> None:
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                p.grad = None
-
-    return zero
 
 
 def _rng_states(generator: torch.Generator) -> dict[str, Tensor]:
@@ -355,20 +322,19 @@ def fit(
     model.train()
     # Collected once, after the hooks: a per-step walk over the module tree costs ~10 µs.
     params = list(model.parameters())
-    foreach_norm = _same_device_and_dtype(params)
-    zero_grad = _zero_grad(optimizer)
     interrupt = _StepBoundaryInterrupt()
     interrupt.install()
     try:
         while state.epoch < config.epochs and not state.stopped_early:
             for batch in train.epoch(state.epoch, state.batch):
                 loss, monitors = model.loss(batch, generator=generator)  # type: ignore[operator]
-                zero_grad()
+                for p in params:  # zero_grad(set_to_none=True) without its per-call profiler scope
+                    p.grad = None
                 loss.backward()
                 # Stop before a non-finite update: the loss and the gradient norm (which a clip
                 # reuses) are the only host syncs of a step.
                 grads = [p.grad for p in params if p.grad is not None]
-                norm = _grad_norm(grads, foreach_norm) if grads else None
+                norm = torch.nn.utils.get_total_norm(grads) if grads else None
                 value = loss.item()
                 if not (math.isfinite(value) and (norm is None or math.isfinite(norm.item()))):
                     raise _non_finite(model, value, state.step + 1, last_path)
