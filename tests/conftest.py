@@ -28,6 +28,16 @@ def brute_joint_log_z(W: torch.Tensor, b_v: torch.Tensor, b_h: torch.Tensor) -> 
     return float(torch.logsumexp(neg_e.flatten(), 0))
 
 
+def bars_and_stripes(side: int = 3) -> torch.Tensor:
+    """All 2·2^side − 2 distinct bars-and-stripes images, flattened (14 for 3×3)."""
+    patterns = set()
+    for bits in itertools.product([0, 1], repeat=side):
+        rows = np.repeat(np.array(bits)[:, None], side, 1)
+        patterns.add(tuple(rows.flatten()))
+        patterns.add(tuple(rows.T.flatten()))
+    return torch.tensor(sorted(patterns), dtype=torch.float32)
+
+
 @pytest.fixture
 def oracle():
     """Namespace of brute-force helpers for tests."""
@@ -35,6 +45,7 @@ def oracle():
     class _Oracle:
         states = staticmethod(all_binary_states)
         joint_log_z = staticmethod(brute_joint_log_z)
+        bars_and_stripes = staticmethod(bars_and_stripes)
         log_sqrt_2pi = 0.5 * math.log(2 * math.pi)
 
     return _Oracle

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -91,15 +90,6 @@ def standard_elbo(model: DBM, mus: list[torch.Tensor]) -> torch.Tensor:
     for mu in mus[1:]:
         value = value + (torch.special.entr(mu) + torch.special.entr(1 - mu)).sum(-1)
     return value
-
-
-def bars_and_stripes(side: int = 3) -> torch.Tensor:
-    patterns = set()
-    for bits in itertools.product([0, 1], repeat=side):
-        rows = np.repeat(np.array(bits)[:, None], side, 1)
-        patterns.add(tuple(rows.flatten()))
-        patterns.add(tuple(rows.T.flatten()))
-    return torch.tensor(sorted(patterns), dtype=torch.float32)
 
 
 # ------------------------------------------------------------------------------ DBM structure
@@ -275,8 +265,8 @@ def test_dbm_gibbs_samples_the_exact_marginal() -> None:
     assert torch.equal(samples, again)  # seeded
 
 
-def test_sample_chains_shapes_and_start_row() -> None:
-    data = bars_and_stripes()
+def test_sample_chains_shapes_and_start_row(oracle) -> None:
+    data = oracle.bars_and_stripes()
     dbm = DBM(9, [6, 4], seed=0)
     dbn = DBN(9, [6, 4], seed=0)
     for model in (dbm, dbn):
@@ -292,11 +282,11 @@ def test_sample_chains_shapes_and_start_row() -> None:
 # ------------------------------------------------------------------------------ learning
 
 
-def test_dbm_pretraining_and_joint_training_learn_bars_and_stripes() -> None:
+def test_dbm_pretraining_and_joint_training_learn_bars_and_stripes(oracle) -> None:
     """Exact mean train log-likelihood ≥ −3.5 nats on 3×3 bars-and-stripes (best −ln 14 = −2.64,
     untrained ≈ −6.27). Measured, seeds 0–2: −2.97 to −3.16 with both phases; pretraining alone
     (−4.50 to −4.78) and joint training alone (−4.94 to −5.08) both fail the threshold."""
-    data = bars_and_stripes()
+    data = oracle.bars_and_stripes()
     model = DBM(9, [8, 4], k=5, n_chains=100, init_std=0.1, seed=0)
     before = float(model.log_likelihood(data, "exact").value.mean())
     model.fit(
@@ -339,8 +329,8 @@ def test_dbn_fine_tuning_classifies_digits() -> None:
 # ------------------------------------------------------------------------------ save / load
 
 
-def test_save_load_round_trip_for_stacks(tmp_path) -> None:
-    data = bars_and_stripes()
+def test_save_load_round_trip_for_stacks(oracle, tmp_path) -> None:
+    data = oracle.bars_and_stripes()
     dbn = DBN(9, [5, 3], n_classes=3, seed=2)
     dbm = DBM(9, [5, 4, 3], mean_field_steps=4, seed=2)
     dbm.set_ais_base(data)

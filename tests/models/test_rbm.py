@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import runpy
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -40,17 +38,7 @@ def test_movie_example_separates_the_two_groups(seed: int) -> None:
     assert new_user[oscar_unit] > 0.5 > new_user[sf_unit]
 
 
-def bars_and_stripes(side: int = 3) -> torch.Tensor:
-    """All 2·2^side − 2 distinct bars-and-stripes images, flattened (14 for 3×3)."""
-    patterns = set()
-    for bits in itertools.product([0, 1], repeat=side):
-        rows = np.repeat(np.array(bits)[:, None], side, 1)
-        patterns.add(tuple(rows.flatten()))
-        patterns.add(tuple(rows.T.flatten()))
-    return torch.tensor(sorted(patterns), dtype=torch.float32)
-
-
-def test_pcd_learns_bars_and_stripes_exact_loglik() -> None:
+def test_pcd_learns_bars_and_stripes_exact_loglik(oracle) -> None:
     """PCD-k on 3×3 bars-and-stripes reaches mean exact train log-likelihood ≥ −3.2 nats.
 
     The 14 patterns are the whole training set, so the best possible model (uniform on them) has
@@ -60,7 +48,7 @@ def test_pcd_learns_bars_and_stripes_exact_loglik() -> None:
     patterns), leaving a margin for platform differences; a model that learned nothing fails
     by > 3 nats, and lr 0.05 (undertrained, −3.27 to −3.55) fails too.
     """
-    data = bars_and_stripes(3)
+    data = oracle.bars_and_stripes(3)
     assert data.shape == (14, 9)
     train = data.repeat(20, 1)
     rbm = RBM(9, 16, k=5, method="pcd", n_chains=100, init_std=0.1, seed=0)
