@@ -463,9 +463,10 @@ def frame_accuracy(
     est = model.estimator
     total = torch.zeros(v.shape[0], dtype=torch.float64, device=v.device)
     count = torch.zeros_like(total)
+    silence = torch.zeros_like(v)  # every chain starts from the empty frame, as in generation
     with torch.no_grad():
         for _ in range(samples):
-            pred = est.sample(offsets, gibbs_steps, generator, v0=torch.zeros_like(v))
+            pred = est.sample(offsets, gibbs_steps, generator, v0=silence)
             acc = accuracy_per_frame(v, pred, empty_frames)
             ok = ~torch.isnan(acc)
             total += torch.where(ok, acc, 0.0)
