@@ -164,7 +164,12 @@ def test_time_budget_and_best_weights_callbacks() -> None:
 
 
 def test_early_stopping_restores_the_best_epoch() -> None:
-    ds = _dataset()
+    # Validation pieces run backwards in time (each frame shifted down one key, not up): once
+    # the model learns the training direction the validation NLL turns up, for any seed
+    # (checked 0-3), rather than by luck of one random stream.
+    train = _dataset()
+    valid = [np.ascontiguousarray(p[::-1]) for p in train["valid"]]
+    ds = PolyphonicDataset("toy", "memory", {"train": train["train"], "valid": valid})
     model, result = train_sequence_model(
         "rnn-rbm", ds, epochs=30, batch_size=4, lr=0.3, k=1, pretrain_epochs=0, patience=2,
         optimizer="sgd", model_options=_options(), clip_grad_norm=None,

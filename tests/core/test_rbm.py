@@ -390,8 +390,13 @@ def chain_in_chunks(v0, W, b_v, b_h, k, g, rows, clamp=None):
 
 
 # "one call": 30,000 chains × 7 units → the per-step sampler; "chunks" of 2,000 (14,000 units
-# per call, float32: paired uniforms) → pre-drawn logistic noise. Both must be exact.
-CHAIN_PATHS = {"one call": (GIBBS_N, D), "chunks": (2_000, torch.float32)}
+# per call, float32: paired uniforms) → pre-drawn logistic noise; "few rows" (16 chains per
+# call) → the NumPy loop. All must be exact.
+CHAIN_PATHS = {
+    "one call": (GIBBS_N, D),
+    "chunks": (2_000, torch.float32),
+    "few rows": (16, torch.float32),
+}
 
 
 @pytest.fixture(scope="module", params=list(CHAIN_PATHS))
@@ -474,7 +479,7 @@ def test_gibbs_chain_gaussian_marginals():
         assert stats.kstest(v[:, i], wrong).pvalue < P_MIN
 
 
-@pytest.mark.parametrize("rows", [24_000, 6_000])  # per-step sampler; logistic-noise path
+@pytest.mark.parametrize("rows", [24_000, 6_000, 16])  # per-step; logistic noise; NumPy loop
 def test_gibbs_chain_clamp_matches_exact_conditional(rows):
     n_v, n_h, N = 5, 3, 24_000
     W, b_v, b_h, _ = params(n_v, n_h, seed=20, scale=1.2)
