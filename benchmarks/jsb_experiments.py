@@ -71,6 +71,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pretrain-k", type=int, default=1, help="CD-k of frame pretraining")
     ap.add_argument("--rnn-pretrain-epochs", type=int, default=0)
     ap.add_argument("--patience", type=int, default=4, help="validation checks w/o improvement")
+    ap.add_argument("--lr-decay", type=float, default=0.0, help="plateau lr factor (0: off)")
+    ap.add_argument("--lr-patience", type=int, default=2, help="checks w/o improvement per decay")
     ap.add_argument("--valid-every", type=int, default=2)
     ap.add_argument("--valid-runs", type=int, default=10)
     ap.add_argument("--valid-betas", type=int, default=300)
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
             valid_ais_betas=args.valid_betas,
             valid_frames=args.valid_frames,
             patience=args.patience,
+            lr_decay=args.lr_decay or None,
+            lr_patience=args.lr_patience,
             time_budget=args.time_budget,
             seed=args.seed,
             progress=args.progress,

@@ -298,3 +298,72 @@ def test_infinite_gradient_with_finite_loss_stops_before_the_update() -> None:
     ):
         fit(model, RowBatches(torch.zeros(1, 1), 1), None, TrainConfig(epochs=1, lr=0.1))
     assert model.w.item() == 0.0
+
+
+@register_model("test-scripted-validation")
+class _ScriptedValidation(nn.Module):
+    """A quadratic loss whose validation metric follows a script (one value per check)."""
+
+    model_type = "test-scripted-validation"
+    SCRIPT = (5.0, 4.0, 4.5, 4.6, 4.7, 3.0, 3.5, 3.6, 3.7, 3.8)
+
+    def __init__(self, checks_done: int = 0) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(3))
+        self.checks_done = checks_done
+
+    def config(self) -> dict[str, int]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, int]) -> _ScriptedValidation:
+        return cls()
+
+    def loss(self, batch, *, generator=None):  # type: ignore[no-untyped-def]
+        return (self.w - batch).pow(2).mean(), {}
+
+    def validate(self, valid):  # type: ignore[no-untyped-def]
+        self.checks_done += 1
+        return {"valid_nll": self.SCRIPT[self.checks_done - 1]}
+
+
+# lr 0.1, halved at every 2nd check in a row without a new best (checks 4, 8 and 10).
+EXPECTED_LR = [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025, 0.0125]
+
+
+def _plateau_config(**kw) -> TrainConfig:  # type: ignore[no-untyped-def]
+    base = dict(epochs=10, lr=0.1, optimizer="sgd", monitor="valid_nll", lr_decay=0.5)
+    return TrainConfig(**{**base, "lr_patience": 2, "batch_size": 4, **kw})
+
+
+def test_plateau_lr_decay_follows_the_validation_metric(tmp_path: Path) -> None:
+    data = torch.ones(8, 3)
+    result = fit(_ScriptedValidation(), RowBatches(data, 4), "valid", _plateau_config())
+    assert [h["lr"] for h in result.history] == pytest.approx(EXPECTED_LR)
+    # Stopping still counts checks since the best: patience 3 ends the run after check 5.
+    stopped = fit(_ScriptedValidation(), RowBatches(data, 4), "valid", _plateau_config(patience=3))
+    assert stopped.state.stopped_early and len(stopped.history) == 5
+    # The decayed lr is in the optimiser's state: a resumed run continues at it.
+    fit(
+        _ScriptedValidation(),
+        RowBatches(data, 4),
+        "valid",
+        _plateau_config(checkpoint_dir=str(tmp_path), max_steps=9),  # mid check 5
+    )
+    resumed = fit(
+        _ScriptedValidation(checks_done=4),
+        RowBatches(data, 4),
+        "valid",
+        _plateau_config(),
+        resume=tmp_path / "last.safetensors",
+    )
+    assert [h["lr"] for h in resumed.history] == pytest.approx(EXPECTED_LR)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("lr_decay", 1.0), ("lr_decay", 0.0), ("lr_patience", 0)]
+)
+def test_plateau_lr_decay_rejects_bad_settings(field: str, value: float) -> None:
+    config = _plateau_config(**{field: value})
+    with pytest.raises(InputError, match=field):
+        fit(_ScriptedValidation(), RowBatches(torch.ones(4, 3), 4), "valid", config)

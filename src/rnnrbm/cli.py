@@ -199,6 +199,7 @@ def _train_model(
             valid_every=int(settings["valid_every"]),
             valid_frames=settings["valid_frames"] or None,
             patience=settings["patience"] or None,
+            **_schedule(settings),
             restore_best=False,  # best.safetensors holds the best epoch; the run ends on last
             seed=seed,
             checkpoint_dir=str(out),
@@ -229,12 +230,22 @@ def _train_model(
         checkpoint_dir=str(out),
         monitor="neg_pseudo_loglik",
         patience=settings["patience"] or None,
+        **_schedule(settings),
         progress=not args.json,
     )
     valid = frames("valid") if ds.splits.get("valid") else None
     batches = RowBatches(frames("train"), config.batch_size, seed=seed)
     result = fit(model, batches, valid, config, callbacks, resume=resume)
     return model, result, config.monitor
+
+
+def _schedule(settings: dict[str, Any]) -> dict[str, Any]:
+    """Weight decay and plateau lr decay from run.json (runs saved before they existed: off)."""
+    return {
+        "weight_decay": float(settings.get("weight_decay", 0.0)),
+        "lr_decay": float(settings.get("lr_decay", 0.0)) or None,
+        "lr_patience": int(settings.get("lr_patience", 2)),
+    }
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -308,6 +319,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise _user_error(
                     f"--{flag.replace('_', '-')}", "a positive integer", str(value), "raise it"
                 )
+        if not 0.0 <= args.lr_decay < 1.0:
+            raise _user_error("--lr-decay", "a factor in [0, 1)", str(args.lr_decay), "e.g. 0.5")
+        if args.lr_patience < 1:
+            raise _user_error("--lr-patience", "an integer >= 1", str(args.lr_patience), "raise it")
+        if args.weight_decay < 0:
+            raise _user_error("--weight-decay", "a value >= 0", str(args.weight_decay), "e.g. 1e-4")
         info = {
             "format": "rnnrbm-run",
             "model": model_name,
@@ -318,6 +335,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "lr": args.lr,
                 "optimizer": args.optimizer,
                 "clip_grad_norm": args.clip,
+                "weight_decay": args.weight_decay,
+                "lr_decay": args.lr_decay,
+                "lr_patience": args.lr_patience,
                 "seed": args.seed,
                 "hidden": args.hidden,
                 "recurrent": args.recurrent,
@@ -766,6 +786,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--optimizer", default="adam", help="sgd | adam | … (default adam)")
     p.add_argument("--clip", type=float, default=10.0, help="gradient-norm clip (0: none)")
+    p.add_argument(
+        "--weight-decay", type=float, default=0.0, help="L2 on the weight matrices (default 0)"
+    )
+    p.add_argument(
+        "--lr-decay",
+        type=float,
+        default=0.0,
+        help="multiply the lr by this after --lr-patience validations without improvement "
+        "(0: constant lr)",
+    )
+    p.add_argument("--lr-patience", type=int, default=2, help="see --lr-decay (default 2)")
     p.add_argument("--k", type=int, default=15, help="Gibbs steps of CD-k (default 15)")
     p.add_argument("--hidden", type=int, default=150, help="hidden units per frame (default 150)")
     p.add_argument("--recurrent", type=int, default=100, help="recurrent units (default 100)")

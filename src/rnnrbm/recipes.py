@@ -305,6 +305,8 @@ def train_sequence_model(
     valid_ais_betas: int = 300,
     valid_frames: int | None = None,
     patience: int | None = 4,
+    lr_decay: float | None = None,
+    lr_patience: int = 2,
     restore_best: bool = True,
     time_budget: float | None = None,
     seed: int = 0,
@@ -334,6 +336,8 @@ def train_sequence_model(
     rnn_pretrain_epochs : stage 2 (0 skips either stage).
     valid_every, valid_method, valid_ais_runs, valid_ais_betas, valid_frames : the monitor.
     patience : checks without improvement before stopping (None: never stop early).
+    lr_decay, lr_patience : multiply the lr by ``lr_decay`` after every ``lr_patience`` checks
+        without improvement (None: constant lr); make ``patience`` the larger.
     restore_best : load the weights of the best validation epoch at the end.
     time_budget : seconds for the whole recipe, counted from its start; the sequence stage
         stops after the epoch that would overrun it (the pretraining stages are not cut).
@@ -409,6 +413,8 @@ def train_sequence_model(
         checkpoint_dir=checkpoint_dir,
         monitor="valid_nll" if valid is not None else None,
         patience=patience,
+        lr_decay=lr_decay,
+        lr_patience=lr_patience,
     )
     best = BestWeights(model)
     monitor = ValidationMonitor(

@@ -55,6 +55,11 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs
     monitor: str | None = None  # validation metric for "best" and early stopping (lower is better)
     patience: int | None = None  # early stopping: epochs without improvement of `monitor`
+    # On a plateau of `monitor`: every `lr_patience` checks without improvement multiply each
+    # group's lr by `lr_decay` (None: constant lr). The lr lives in the optimiser's state, so a
+    # resumed run continues at the decayed rate.
+    lr_decay: float | None = None
+    lr_patience: int = 2
     max_steps: int | None = None  # stop after this many optimiser steps (then checkpoint)
     progress: bool = False
 
@@ -283,6 +288,7 @@ def fit(
     ``on_fit_start`` hooks.
     """
     config = config or TrainConfig()
+    _check_lr_schedule(config)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = optimizer or build_optimizer(model, config)
@@ -362,6 +368,11 @@ def fit(
             state.epoch_loss_sum = 0.0
             state.history.append(metrics)
             improved = _track_best(state, metrics, config)
+            if _plateau(state, metrics, config, improved):
+                for group in optimizer.param_groups:
+                    group["lr"] *= config.lr_decay  # type: ignore[operator]
+            if config.lr_decay is not None:
+                metrics["lr"] = float(optimizer.param_groups[0]["lr"])
             if ckpt_dir is not None and (
                 state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs
             ):
@@ -384,6 +395,32 @@ def fit(
     for cb in callbacks:
         cb.on_fit_end(state)
     return TrainResult(state, last_path)
+
+
+def _check_lr_schedule(config: TrainConfig) -> None:
+    if config.lr_decay is not None and not 0.0 < config.lr_decay < 1.0:
+        raise InputError(
+            error_message("lr_decay", "a factor in (0, 1) or None", repr(config.lr_decay), "0.5")
+        )
+    if isinstance(config.lr_patience, bool) or not (
+        isinstance(config.lr_patience, int) and config.lr_patience >= 1
+    ):
+        raise InputError(
+            error_message("lr_patience", "an int >= 1", repr(config.lr_patience), "e.g. 2")
+        )
+
+
+def _plateau(
+    state: TrainState, metrics: dict[str, float], config: TrainConfig, improved: bool
+) -> bool:
+    """True every ``lr_patience``-th check in a row without improvement (decay the lr now)."""
+    checked = config.monitor is not None and config.monitor in metrics
+    return (
+        config.lr_decay is not None
+        and checked
+        and not improved
+        and state.bad_epochs % config.lr_patience == 0
+    )
 
 
 def _track_best(state: TrainState, metrics: dict[str, float], config: TrainConfig) -> bool:
