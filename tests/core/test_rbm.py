@@ -538,3 +538,24 @@ def test_gibbs_chain_rejects_k_below_one(k):
     W, b_v, b_h, _ = params(2, 2, seed=0)
     with pytest.raises(ValueError, match=r"gibbs_chain k.*≥ 1.*got " + str(k)):
         rbm.gibbs_chain(torch.zeros(1, 2, dtype=D), W, b_v, b_h, k)
+
+
+@pytest.mark.parametrize("n", [1_000, 200_001])  # torch's uniform_; paired 23-bit SFC64 words
+def test_uniform_is_exact_on_its_grid_and_seeded(n):
+    g = torch.Generator().manual_seed(3)
+    like = torch.empty(0)
+    u = rbm.uniform((n,), like, g)
+    assert u.shape == (n,) and u.dtype == torch.float32 and u.is_contiguous()
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    k = (u.double() * 2**23).numpy()
+    if n > rbm._PAIRED_DRAWS_FROM:  # the paired path: exactly k · 2⁻²³, every bit fair
+        assert np.array_equal(k, np.floor(k))
+        bits = (k.astype(np.int64)[:, None] >> np.arange(23)) & 1
+        z = (bits.mean(0) - 0.5) / math.sqrt(0.25 / n)
+        assert np.abs(z).max() < 4.5  # 23 bits, two-sided: a fair draw fails ~1 in 10⁴
+        # Neighbouring draws (the two halves of one word, and across words) are uncorrelated.
+        assert abs(np.corrcoef(u[:-1].numpy(), u[1:].numpy())[0, 1]) < 4.5 / math.sqrt(n)
+    assert stats.kstest(u.numpy(), "uniform").pvalue > P_MIN
+    again = rbm.uniform((n,), like, torch.Generator().manual_seed(3))
+    assert torch.equal(u, again)  # reproducible from the explicit generator
+    assert not torch.equal(u, rbm.uniform((n,), like, g))  # and the generator advanced

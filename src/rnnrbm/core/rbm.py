@@ -44,12 +44,11 @@ __all__ = [
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-# Two uniforms per 64-bit Mersenne-Twister word: each 32-bit half keeps 23 random mantissa bits
-# under the exponent of 1.0, which reads as a float32 in [1, 2); subtracting 1 gives k · 2⁻²³.
+# Two uniforms per 64-bit random word: each 32-bit half keeps 23 random mantissa bits under the
+# exponent of 1.0, which reads as a float32 in [1, 2); subtracting 1 gives k · 2⁻²³.
 _MANTISSA_BITS_OF_EACH_HALF = 0x007FFFFF007FFFFF
 _ONE_IN_EACH_HALF = 0x3F8000003F800000
 _PAIRED_DRAWS_FROM = 12_000  # elements; below this the extra ops cost more than they save
-# (one thread: 0.81× at 5,712, 1.12× at 15,000, 1.5× from 150,000 elements)
 
 
 def uniform(
@@ -57,17 +56,21 @@ def uniform(
 ) -> Tensor:
     """``U[0, 1)`` draws of ``like``'s dtype and device, contiguous.
 
-    Large float32 CPU tensors take two draws per 64-bit ``random_`` word (bit tricks above: all
-    ops vectorised, no int→float conversion), i.e. ``k · 2⁻²³`` with ``k`` a uniform 23-bit
-    integer: half the Mersenne-Twister calls of ``uniform_`` (measured 1.4–2.3× faster at
-    100–1,000 × 150). The stream differs from ``uniform_``'s; both are exact on their grids.
+    Large float32 CPU tensors take two draws per 64-bit word (bit tricks above: all ops
+    vectorised, no int→float conversion), i.e. ``k · 2⁻²³`` with ``k`` a uniform 23-bit
+    integer. The words come from NumPy's SFC64 generator (a small-state chaotic generator that
+    passes BigCrush and PractRand) seeded with one 63-bit draw from ``generator``: ~2× faster
+    per word than torch's Mersenne Twister (1.65 vs 3.2 ns, one thread) and still reproducible
+    from the explicit generator. The stream differs from ``uniform_``'s; both are exact on their
+    grids.
     """
     n = math.prod(shape)
     if like.dtype != torch.float32 or like.device.type != "cpu" or n < _PAIRED_DRAWS_FROM:
         out = torch.empty(shape, dtype=like.dtype, device=like.device)
         return out.uniform_(generator=generator)
-    words = torch.empty((n + 1) // 2, dtype=torch.int64)
-    words.random_(-(2**63), None, generator=generator)
+    seed = int(torch.randint(2**63 - 1, (), generator=generator))
+    raw = np.random.SFC64(seed).random_raw((n + 1) // 2)
+    words = torch.from_numpy(raw.view(np.int64))
     words.bitwise_and_(_MANTISSA_BITS_OF_EACH_HALF).bitwise_or_(_ONE_IN_EACH_HALF)
     return words.view(torch.float32)[:n].view(shape).sub_(1.0)
 
