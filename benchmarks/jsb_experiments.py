@@ -76,7 +76,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--valid-every", type=int, default=2)
     ap.add_argument("--valid-runs", type=int, default=10)
     ap.add_argument("--valid-betas", type=int, default=300)
-    ap.add_argument("--valid-frames", type=int, default=1500, help="cap on validation frames")
+    ap.add_argument(
+        "--valid-frames", type=int, default=1500, help="cap on validation frames (0: all)"
+    )
     ap.add_argument("--eval-runs", type=int, default=100)
     ap.add_argument("--eval-betas", type=int, default=1000)
     ap.add_argument("--eval-base", default="gibbs", choices=["gibbs", "mean-field", "bias", "zero"])
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
             valid_every=args.valid_every,
             valid_ais_runs=args.valid_runs,
             valid_ais_betas=args.valid_betas,
-            valid_frames=args.valid_frames,
+            valid_frames=args.valid_frames or None,
             patience=args.patience,
             lr_decay=args.lr_decay or None,
             lr_patience=args.lr_patience,
