@@ -126,6 +126,50 @@ def test_matches_naive_loop(rows):
     )
 
 
+def sparse_frames(N, n_v, seed=2, dtype=F64):
+    """Music-like frames (≤ n_v / 4 − 1 units on): the empty frame, the first and the last unit
+    alone, then random sparse rows — the inputs of the segment pass."""
+    g = torch.Generator().manual_seed(seed)
+    v = (torch.rand(N, n_v, generator=g) < 0.1).to(dtype)
+    v[:, : n_v // 4] *= 0  # keep the counts low enough for the segment pass...
+    v[0], v[1], v[2] = 0, 0, 0
+    v[1, 0] = v[2, -1] = v[3, 0] = v[3, -1] = 1  # ...but include both edges
+    assert int(v.sum(1).max()) + 1 <= n_v // 4
+    return v
+
+
+@pytest.mark.parametrize("rows", [None, 9])
+def test_segment_pass_matches_naive_loop_and_is_used(rows, monkeypatch):
+    W, V, b_v, b_h = make_model(16, 5, rows=rows, scale=1.3, seed=4)
+    v = sparse_frames(9, 16)
+    used = []
+    original = nade._logits_by_segment
+    monkeypatch.setattr(nade, "_logits_by_segment", lambda *a: used.append(1) or original(*a))
+    ref_lp, ref_cond, _ = naive(v, W, V, b_v, b_h)
+    torch.testing.assert_close(nade_log_prob(v, W, V, b_v, b_h), ref_lp, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        torch.sigmoid(nade_logits(v, W, V, b_v, b_h)), ref_cond, rtol=1e-12, atol=1e-12
+    )
+    assert used  # the sparse frames really took the segment pass
+    dense = nade._logits_dense(v, W, V, b_v, b_h)
+    torch.testing.assert_close(nade_logits(v, W, V, b_v, b_h), dense, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("rows", [None, 4])
+def test_segment_pass_gradcheck(rows):
+    W, V, b_v, b_h = make_model(16, 3, rows=rows, seed=7)
+    v = sparse_frames(4, 16, seed=5)
+    params = tuple(t.clone().requires_grad_() for t in (W, V, b_v, b_h))
+    assert torch.autograd.gradcheck(lambda *p: nade_log_prob(v, *p), params)
+
+
+def test_dense_frames_and_soft_inputs_take_the_dense_pass(monkeypatch):
+    monkeypatch.setattr(nade, "_logits_by_segment", lambda *a: pytest.fail("segment pass"))
+    W, V, b_v, b_h = make_model(16, 5, seed=4)
+    nade_log_prob(random_v(5, 16), W, V, b_v, b_h)  # half the units on
+    nade_log_prob(sparse_frames(9, 16) * 0.5, W, V, b_v, b_h)  # not binary
+
+
 def test_log_prob_is_finite_for_huge_logits():
     # a = ±200 with the "wrong" value observed: log p = 2·logσ(−200) ≈ −400, where a naive
     # log(1 + exp(200)) overflows to inf in float32.

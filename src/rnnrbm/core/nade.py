@@ -172,9 +172,42 @@ def nade_hidden_states(v: Tensor, W: Tensor, b_h: Tensor) -> Tensor:
     return _hidden_states(v, W, b_h)
 
 
-def _logits_chunk(v: Tensor, W: Tensor, V: Tensor, b_v: Tensor, b_h: Tensor) -> Tensor:
+def _logits_dense(v: Tensor, W: Tensor, V: Tensor, b_v: Tensor, b_h: Tensor) -> Tensor:
     h = _hidden_states(v, W, b_h)
     return b_v + (h * V).sum(-1)  # a_i = b_v,i + V_i · h_i, (N, n_v)
+
+
+def _logits_by_segment(
+    on: Tensor, segment: Tensor, slots: int, W: Tensor, V: Tensor, b_v: Tensor, b_h: Tensor
+) -> Tensor:
+    """Teacher-forced logits of binary frames from their distinct hidden vectors only.
+
+    ``h_i`` changes only after a unit that is on, so a frame with ``m`` notes has ``m + 1``
+    distinct hidden vectors: ``H_j = σ(b_h + W_{k_1} + … + W_{k_j})`` over its on-units
+    ``k_1 < … < k_m``, and unit ``i`` reads ``H_{s(i)}`` with ``s(i)`` the number of on-units
+    before ``i`` (``segment``). The prefix sums add the same rows in the same order as the dense
+    cumsum (whose other terms are exact zeros), and ``a_i = b_v,i + V_i · H_{s(i)}`` is one
+    ``(N·S, n_h) × (n_h, n_v)`` GEMM and a gather: ``S = max m + 1`` slots per frame instead of
+    ``n_v`` hidden vectors (music frames hold ~4 of 88 keys: ~15× less memory traffic).
+    """
+    N, n_h = on.shape[0], W.shape[1]
+    rows, cols = on.nonzero(as_tuple=True)
+    steps = torch.cat([_rows(b_h, N).unsqueeze(1), W.new_zeros(N, slots - 1, n_h)], dim=1)
+    steps = steps.index_put((rows, segment[rows, cols] + 1), W[cols])
+    hidden = torch.sigmoid(steps.cumsum(dim=1))  # (N, S, n_h): H_0 .. H_{S−1}
+    per_slot = hidden @ V.T  # (N, S, n_v): V_i · H_j for every slot j
+    return b_v + per_slot.gather(1, segment.unsqueeze(1)).squeeze(1)
+
+
+def _logits_chunk(v: Tensor, W: Tensor, V: Tensor, b_v: Tensor, b_h: Tensor) -> Tensor:
+    """The segment pass for sparse binary frames (≤ n_v / 4 units on), else the dense one."""
+    on = v > 0.5
+    if v.shape[0] and bool(torch.equal(on.to(v.dtype), v)):
+        slots = int(on.sum(1).max()) + 1  # the most notes in a frame, plus the empty prefix
+        if 4 * slots <= v.shape[1]:
+            segment = on.cumsum(dim=1) - on.long()  # on-units before each unit, (N, n_v)
+            return _logits_by_segment(on, segment, slots, W, V, b_v, b_h)
+    return _logits_dense(v, W, V, b_v, b_h)
 
 
 def nade_logits(
