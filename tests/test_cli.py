@@ -219,19 +219,22 @@ def test_train_with_carried_state_chunks(run, tmp_path, capsys):
     assert run_info["train"]["carry_state"] is True and run_info["train"]["max_len"] == 4
 
 
-def test_train_with_weight_decay_and_plateau_lr_decay(run, tmp_path, capsys):
+def test_train_with_weight_decay_lr_decay_and_rnn_pretraining(run, tmp_path, capsys):
     out = tmp_path / "decay"
     code = main(
         ["train", "--model", "rnn-nade", "--data", str(run.corpus), "--out", str(out),
          "--hidden", "4", "--recurrent", "4", "--epochs", "2", "--pretrain-epochs", "0",
-         "--weight-decay", "1e-3", "--lr-decay", "0.5", "--lr-patience", "1", "--json"]
+         "--weight-decay", "1e-3", "--lr-decay", "0.5", "--lr-patience", "1",
+         "--rnn-pretrain-epochs", "1", "--json"]
     )  # fmt: skip
     assert code == 0
     info = json.loads(capsys.readouterr().out)
     assert [h["lr"] > 0 for h in info["history"]] == [True, True]  # the schedule is reported
     train = json.loads((out / "run.json").read_text())["train"]
     assert (train["weight_decay"], train["lr_decay"], train["lr_patience"]) == (1e-3, 0.5, 1)
-    for flag, value in (("--lr-decay", "1.5"), ("--lr-patience", "0"), ("--weight-decay", "-1")):
+    assert train["rnn_pretrain_epochs"] == 1
+    bad_flags = [("--lr-decay", "1.5"), ("--lr-patience", "0"), ("--weight-decay", "-1")]
+    for flag, value in [*bad_flags, ("--rnn-pretrain-epochs", "-1")]:
         bad = tmp_path / flag.strip("-")
         args = ["train", "--model", "rnn-nade", "--data", str(run.corpus), "--out", str(bad)]
         assert main([*args, flag, value]) == 2

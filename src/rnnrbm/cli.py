@@ -196,6 +196,7 @@ def _train_model(
             max_len=int(settings["max_len"]) or None,
             carry_state=bool(settings.get("carry_state", False)),
             pretrain_epochs=int(settings["pretrain_epochs"]),
+            rnn_pretrain_epochs=int(settings.get("rnn_pretrain_epochs", 0)),
             valid_every=int(settings["valid_every"]),
             valid_frames=settings["valid_frames"] or None,
             patience=settings["patience"] or None,
@@ -309,12 +310,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             "k",
             "max_len",
             "pretrain_epochs",
+            "rnn_pretrain_epochs",
             "valid_every",
             "valid_frames",
             "patience",
         ):
             value = getattr(args, flag)
-            lowest = 0 if flag in ("pretrain_epochs", "max_len", "valid_frames", "patience") else 1
+            zero_ok = (
+                "pretrain_epochs",
+                "rnn_pretrain_epochs",
+                "max_len",
+                "valid_frames",
+                "patience",
+            )
+            lowest = 0 if flag in zero_ok else 1
             if value is not None and value < lowest:
                 raise _user_error(
                     f"--{flag.replace('_', '-')}", "a positive integer", str(value), "raise it"
@@ -345,6 +354,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "max_len": args.max_len,
                 "carry_state": args.carry_state,
                 "pretrain_epochs": args.pretrain_epochs,
+                "rnn_pretrain_epochs": args.rnn_pretrain_epochs,
                 "valid_every": args.valid_every,
                 "valid_frames": args.valid_frames,
                 "patience": args.patience,
@@ -807,6 +817,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="chunks continue the recurrent state of their piece (default: each chunk resets it)",
     )
     p.add_argument("--pretrain-epochs", type=int, default=5, help="frame-only epochs first")
+    p.add_argument(
+        "--rnn-pretrain-epochs",
+        type=int,
+        default=0,
+        help="then epochs of the recurrence alone on per-note cross-entropy (BL2012 §5; default 0)",
+    )
     p.add_argument("--valid-every", type=int, default=1, help="epochs between validations")
     p.add_argument(
         "--valid-frames", type=int, default=2000, help="validate on ≤ this many frames (0: all)"
