@@ -270,10 +270,10 @@ def _bernoulli_steps(
 ) -> Tensor:
     """``steps`` Gibbs sweeps of a Bernoulli RBM, returning only the visible sample."""
     n = v.shape[0]
-    noisy_h = _logistic_biases(b_h.to(v.dtype), steps, n, generator)
-    noisy_v = _logistic_biases(b_v.to(v.dtype), steps, n, generator)
+    noisy_h = _logistic_biases(b_h.to(v.dtype), steps, n, generator).unbind(0)
+    noisy_v = _logistic_biases(b_v.to(v.dtype), steps, n, generator).unbind(0)
     zero, W_t = v.new_zeros(()), W.T  # a 0-dim tensor: comparing with 0 would wrap it per call
-    for bias_h, bias_v in zip(noisy_h.unbind(0), noisy_v.unbind(0), strict=True):
+    for bias_h, bias_v in zip(noisy_h, noisy_v, strict=True):
         h = torch.addmm(bias_h, v, W).gt_(zero)  # in place: 1.0 where on, else 0.0
         v = _apply_clamp(torch.addmm(bias_v, h, W_t).gt_(zero), clamp)
     return v
