@@ -309,15 +309,16 @@ def _bernoulli_chain_numpy(
     W_np = W.detach().numpy()
     W_t = np.ascontiguousarray(W_np.T)
     v_np = v.detach().numpy().copy()
-    h_np = np.empty((n, n_h), dtype=v_np.dtype)
-    pre_h, pre_v = np.empty_like(h_np), np.empty_like(v_np)
+    dtype = v_np.dtype
+    pre_h, pre_v = np.empty((n, n_h), dtype=dtype), np.empty_like(v_np)
+    on_h, on_v = np.empty((n, n_h), dtype=bool), np.empty((n, n_v), dtype=bool)
     if clamp is not None:
         mask, values = (np.broadcast_to(c.detach().numpy(), v_np.shape) for c in clamp)
     for step_h, step_v in zip(threshold_h, threshold_v, strict=True):
-        np.dot(v_np, W_np, out=pre_h)  # np.dot: the lowest per-call overhead for these shapes
-        np.greater(pre_h, step_h, out=h_np)
-        np.dot(h_np, W_t, out=pre_v)
-        np.greater(pre_v, step_v, out=v_np)
+        # np.dot has the lowest per-call overhead for these shapes; comparing into bool and
+        # converting (astype) is faster than comparing into a float buffer (a casting loop).
+        h_np = np.greater(np.dot(v_np, W_np, out=pre_h), step_h, out=on_h).astype(dtype)
+        v_np = np.greater(np.dot(h_np, W_t, out=pre_v), step_v, out=on_v).astype(dtype)
         if clamp is not None:
             np.copyto(v_np, values, where=mask)
     h_mean = torch.from_numpy(np.add(pre_h, b_h_np, out=pre_h)).sigmoid_()
