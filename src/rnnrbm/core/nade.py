@@ -11,8 +11,9 @@ why every function accepts biases shared ``(n,)`` or per example ``(N, n)`` (or 
 
 Teacher-forced quantities (log-likelihood, conditionals) are computed for all units at once: the
 sums ``Σ_{k<i} v_k W_k`` for every ``i`` are one exclusive prefix sum (cumsum) over the visible
-axis. Only ancestral sampling loops over units, and each of its ``n_v`` steps is four small tensor
-ops on an incrementally updated pre-activation.
+axis — for sparse binary frames (music) only over the units that are on, since ``h_i`` changes
+nowhere else (:func:`_logits_by_segment`). Only ancestral sampling loops over units, and each of
+its ``n_v`` steps is four small tensor ops on an incrementally updated pre-activation.
 """
 
 from __future__ import annotations
