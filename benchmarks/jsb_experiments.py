@@ -6,16 +6,17 @@ training with early stopping on the validation NLL, best epoch restored); the te
 ``rnnrbm.evaluation.evaluate`` (flat NLL per frame; AIS ± s.e. for RBM frames, exact for NADE;
 expected frame accuracy). Prints ONE JSON line with the figures, timings and the exact command.
 
-    python benchmarks/jsb_experiments.py --model rnn-rbm --valid-every 5 --valid-frames 1000
     python benchmarks/jsb_experiments.py --model rnn-nade --lr 1e-2 --pretrain-epochs 1 \
-        --valid-every 1
-    python benchmarks/jsb_experiments.py --eval-only runs/rnn-rbm/model.safetensors
+        --rnn-pretrain-epochs 10 --valid-every 1 --patience 8 --lr-decay 0.5 --lr-patience 2
+    python benchmarks/jsb_experiments.py --model rtrbm --lr 3e-3 --pretrain-epochs 5 \
+        --valid-every 5 --weight-decay 1e-4 --lr-decay 0.5 --lr-patience 1
+    python benchmarks/jsb_experiments.py --eval-only runs/rtrbm/model.safetensors
 
-Measured on the 2-core CPU machine (torch 2.13, seed 0; each stopped by patience 4):
-RNN-NADE 5.654 nats/frame (exact; 20 epochs, 269 s of training under load ≈ 4);
-RNN-RBM 7.116 ± 0.002 (AIS 20 runs × 1,000 β, Gibbs base; 70 epochs, 267 s).
-``--time-budget`` makes the epoch count depend on the machine's load; leave it out to
-reproduce a run exactly.
+Measured on the 2-core CPU machine (torch 2.13, seed 0, 1 thread; README has every command):
+RNN-NADE 5.416 nats/frame (exact; 78 epochs); RTRBM 5.961 ± 0.001 (AIS 100 runs × 1,000 β,
+Gibbs base; 210 epochs); RNN-RBM 6.828 ± 0.001 (lr 1e-3, weight decay 1e-4, lr decay every
+2nd check; 215 epochs). ``--time-budget`` makes the epoch count depend on the machine's load;
+leave it out to reproduce a run exactly.
 
 Early stopping for RBM-frame models monitors a cheap AIS estimate (``--valid-runs`` ×
 ``--valid-betas``, same seed at every check) of the validation NLL every ``--valid-every`` epochs;
