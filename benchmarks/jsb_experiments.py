@@ -14,9 +14,10 @@ expected frame accuracy). Prints ONE JSON line with the figures, timings and the
 
 Measured on the 2-core CPU machine (torch 2.13, seed 0, 1 thread; README has every command):
 RNN-NADE 5.416 nats/frame (exact; 78 epochs); RTRBM 5.961 ± 0.001 (AIS 100 runs × 1,000 β,
-Gibbs base; 210 epochs); RNN-RBM 6.828 ± 0.001 (lr 1e-3, weight decay 1e-4, lr decay every
-2nd check; 215 epochs). ``--time-budget`` makes the epoch count depend on the machine's load;
-leave it out to reproduce a run exactly.
+Gibbs base; 210 epochs); RNN-RBM 5.789 ± 0.001 with ``--activation sigmoid`` (the paper's;
+lr 1e-3, weight decay 1e-4, lr decay every 2nd check; 400 epochs), 6.828 ± 0.001 with tanh.
+``--time-budget`` makes the epoch count depend on the machine's load; leave it out to reproduce
+a run exactly.
 
 Early stopping for RBM-frame models monitors a cheap AIS estimate (``--valid-runs`` ×
 ``--valid-betas``, same seed at every check) of the validation NLL every ``--valid-every`` epochs;
