@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnrbm.checkpoint import load_checkpoint, save_checkpoint
-from rnnrbm.validation import InputError, NonFiniteError, error_message
+from rnnrbm.validation import InputError, NonFiniteError, check_positive_int, error_message
 
 __all__ = [
     "Batches",
@@ -402,12 +402,7 @@ def _check_lr_schedule(config: TrainConfig) -> None:
         raise InputError(
             error_message("lr_decay", "a factor in (0, 1) or None", repr(config.lr_decay), "0.5")
         )
-    if isinstance(config.lr_patience, bool) or not (
-        isinstance(config.lr_patience, int) and config.lr_patience >= 1
-    ):
-        raise InputError(
-            error_message("lr_patience", "an int >= 1", repr(config.lr_patience), "e.g. 2")
-        )
+    check_positive_int(config.lr_patience, "lr_patience")
 
 
 def _plateau(
