@@ -98,8 +98,19 @@ def test_early_stopping_on_validation_metric() -> None:
     assert len(calls) < 50
 
 
+class _NoConfig(nn.Module):
+    """A test model with nothing to configure: checkpoints rebuild it with ``cls()``."""
+
+    def config(self) -> dict[str, float]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, float]) -> _NoConfig:
+        return cls()
+
+
 @register_model("test-log-model")
-class _LogModel(nn.Module):
+class _LogModel(_NoConfig):
     """loss = √w: SGD with lr 3 from w = 1 drives w to −0.5, so step 2 has a NaN gradient."""
 
     model_type = "test-log-model"
@@ -107,13 +118,6 @@ class _LogModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.w = nn.Parameter(torch.ones(()))
-
-    def config(self) -> dict[str, float]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, float]) -> _LogModel:
-        return cls()
 
     def loss(self, batch, *, generator=None):  # type: ignore[no-untyped-def]
         return torch.sqrt(self.w), {}
@@ -301,7 +305,7 @@ def test_infinite_gradient_with_finite_loss_stops_before_the_update() -> None:
 
 
 @register_model("test-scripted-validation")
-class _ScriptedValidation(nn.Module):
+class _ScriptedValidation(_NoConfig):
     """A quadratic loss whose validation metric follows a script (one value per check)."""
 
     model_type = "test-scripted-validation"
@@ -311,13 +315,6 @@ class _ScriptedValidation(nn.Module):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(3))
         self.checks_done = checks_done
-
-    def config(self) -> dict[str, int]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, int]) -> _ScriptedValidation:
-        return cls()
 
     def loss(self, batch, *, generator=None):  # type: ignore[no-untyped-def]
         return (self.w - batch).pow(2).mean(), {}
