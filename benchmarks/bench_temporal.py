@@ -52,6 +52,8 @@ def build(name: str, args: argparse.Namespace):  # type: ignore[no-untyped-def]
         kw["n_recurrent"] = args.recurrent
     if name != "rnn-nade":
         kw["k"] = args.k
+    if args.activation and name in ("rnn-rbm", "rnn-nade"):
+        kw["activation"] = args.activation
     return build_sequence_model(name, **kw)
 
 
@@ -145,6 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--hidden", type=int, default=150)
     ap.add_argument("--recurrent", type=int, default=100)
     ap.add_argument("--k", type=int, default=15, help="CD-k")
+    ap.add_argument(
+        "--activation", choices=["sigmoid", "tanh"], help="rnn-rbm/rnn-nade (default: sigmoid)"
+    )
     ap.add_argument("--batch-size", type=int, default=100, help="sequences per batch")
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs (after 1 warm-up)")
     ap.add_argument("--gen-frames", type=int, default=200)
@@ -165,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {}
     for name in args.models:
         row: dict = {}
+        if name in ("rnn-rbm", "rnn-nade"):
+            row["activation"] = build(name, args).config()["activation"]
         if "train" not in args.skip:
             row["train"] = bench_training(name, ds["train"], args)
         if "generate" not in args.skip:

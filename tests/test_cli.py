@@ -225,14 +225,19 @@ def test_train_with_weight_decay_lr_decay_and_rnn_pretraining(run, tmp_path, cap
         ["train", "--model", "rnn-nade", "--data", str(run.corpus), "--out", str(out),
          "--hidden", "4", "--recurrent", "4", "--epochs", "2", "--pretrain-epochs", "0",
          "--weight-decay", "1e-3", "--lr-decay", "0.5", "--lr-patience", "1",
-         "--rnn-pretrain-epochs", "1", "--json"]
+         "--rnn-pretrain-epochs", "1", "--activation", "tanh", "--json"]
     )  # fmt: skip
     assert code == 0
     info = json.loads(capsys.readouterr().out)
     assert [h["lr"] > 0 for h in info["history"]] == [True, True]  # the schedule is reported
     train = json.loads((out / "run.json").read_text())["train"]
     assert (train["weight_decay"], train["lr_decay"], train["lr_patience"]) == (1e-3, 0.5, 1)
-    assert train["rnn_pretrain_epochs"] == 1
+    assert train["rnn_pretrain_epochs"] == 1 and train["activation"] == "tanh"
+    assert load_checkpoint(out / "last.safetensors").model.config()["activation"] == "tanh"
+    rtrbm = tmp_path / "rtrbm"
+    args = ["train", "--model", "rtrbm", "--data", str(run.corpus), "--out", str(rtrbm)]
+    assert main([*args, "--activation", "sigmoid"]) == 2
+    assert "--activation" in capsys.readouterr().err and not rtrbm.exists()
     bad_flags = [("--lr-decay", "1.5"), ("--lr-patience", "0"), ("--weight-decay", "-1")]
     for flag, value in [*bad_flags, ("--rnn-pretrain-epochs", "-1")]:
         bad = tmp_path / flag.strip("-")

@@ -104,7 +104,7 @@ def test_exact_nll_is_the_flat_mean_of_brute_force_frames(name: str, oracle) -> 
     assert report.n_frames == sum(LENGTHS) and report.n_sequences == len(LENGTHS)
     assert report.nll == pytest.approx(flat, abs=1e-9)
     # The per-sequence average is a different number (not the protocol): show it.
-    assert abs(per_sequence - flat) > 0.05
+    assert abs(per_sequence - flat) > 0.01  # ≫ the 1e-9 tolerance above
     lp = frame_log_probs(model, rolls, method="exact")
     assert -float(lp.per_sequence_mean().mean()) == pytest.approx(per_sequence, abs=1e-9)
     # "auto" picks the exact route for a 3-unit hidden layer.

@@ -184,6 +184,8 @@ def _train_model(
         options: dict[str, Any] = {"n_hidden": settings["hidden"], "device": device}
         if name != "rtrbm":
             options["n_recurrent"] = settings["recurrent"]
+        if settings.get("activation"):  # None: the model's own default
+            options["activation"] = settings["activation"]
         model, result = train_sequence_model(
             model if model is not None else name,
             ds,
@@ -334,6 +336,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise _user_error("--lr-patience", "an integer >= 1", str(args.lr_patience), "raise it")
         if args.weight_decay < 0:
             raise _user_error("--weight-decay", "a value >= 0", str(args.weight_decay), "e.g. 1e-4")
+        if args.activation is not None and model_name not in ("rnn-rbm", "rnn-nade"):
+            raise _user_error(
+                "--activation",
+                "no value for this model (only rnn-rbm and rnn-nade have an RNN recurrence)",
+                args.activation,
+                "drop --activation",
+            )
         info = {
             "format": "rnnrbm-run",
             "model": model_name,
@@ -350,6 +359,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "seed": args.seed,
                 "hidden": args.hidden,
                 "recurrent": args.recurrent,
+                "activation": args.activation,
                 "k": args.k,
                 "max_len": args.max_len,
                 "carry_state": args.carry_state,
@@ -810,6 +820,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=15, help="Gibbs steps of CD-k (default 15)")
     p.add_argument("--hidden", type=int, default=150, help="hidden units per frame (default 150)")
     p.add_argument("--recurrent", type=int, default=100, help="recurrent units (default 100)")
+    p.add_argument(
+        "--activation",
+        choices=("sigmoid", "tanh"),
+        default=None,
+        help="the rnn-rbm / rnn-nade recurrence: sigmoid (the paper's; the default) or "
+        "tanh (the deeplearning.net tutorial's)",
+    )
     p.add_argument("--max-len", type=int, default=100, help="chunk length in frames (0: none)")
     p.add_argument(
         "--carry-state",

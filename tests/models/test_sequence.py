@@ -82,9 +82,11 @@ def test_sequence_probabilities_sum_to_one(oracle, name: str) -> None:
     assert (p2[0] - p2[5]).abs().max() > 1e-3
 
 
-def test_rnn_rbm_log_prob_matches_brute_force(oracle) -> None:
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_rnn_rbm_log_prob_matches_brute_force(oracle, activation: str) -> None:
     """log p(v_t | v_<t) = −F(v_t; b_t) − log Z(b_t) from the paper's equations, enumerated."""
-    model = _model("rnn-rbm", n_v=3, n_h=2)
+    model = _model("rnn-rbm", n_v=3, n_h=2, activation=activation)
+    act = torch.sigmoid if activation == "sigmoid" else torch.tanh
     rec, est = model.recurrence, model.estimator
     v = torch.tensor([[[1, 0, 1], [0, 1, 1], [1, 1, 0]]], dtype=F64)
     lp = model.log_prob(v).value[0]
@@ -97,9 +99,7 @@ def test_rnn_rbm_log_prob_matches_brute_force(oracle) -> None:
             expected = -fe - oracle.joint_log_z(est.W, b_v, b_h)
             assert abs(float(lp[t]) - float(expected)) < 1e-10
             r = rec.rnn
-            u = torch.tanh(
-                r.weight_ih_l0 @ v[0, t] + r.weight_hh_l0 @ u + r.bias_ih_l0 + r.bias_hh_l0
-            )
+            u = act(r.weight_ih_l0 @ v[0, t] + r.weight_hh_l0 @ u + r.bias_ih_l0 + r.bias_hh_l0)
 
 
 @pytest.mark.parametrize("name", RBM_NAMES)
@@ -398,6 +398,9 @@ def test_validate_reports_the_exact_flat_nll() -> None:
 
 # ----------------------------------------------------------------------------- errors
 def test_builder_and_input_errors() -> None:
+    # the RNN-RBM's recurrence is the paper's σ unless asked otherwise (the tutorial's tanh)
+    assert build_sequence_model("rnn-rbm").recurrence.activation == "sigmoid"  # type: ignore[union-attr]
+    assert build_sequence_model("rnn-rbm", activation="tanh").config()["activation"] == "tanh"
     with pytest.raises(InputError, match="sequence model name: expected one of rnn-rbm"):
         build_sequence_model("rbm-rnn")
     with pytest.raises(InputError, match="n_recurrent for 'rtrbm': expected None"):

@@ -16,8 +16,9 @@ state (û(0) in Boulanger-Lewandowski, Bengio & Vincent 2012, "BL2012" below).
 
 Speed (DESIGN §6): the tanh RNN and the LSTM run as one fused ``torch.nn.RNN``/``nn.LSTM`` call
 over ``(B, T)`` — no Python loop over time — and the output map for every frame is ONE matmul over
-``B·T`` rows. The sigmoid RNN and the mean-field recurrence need a Python loop over ``t``
-(batched over ``B``): the sigmoid RNN has no fused kernel, and ĥ(t) needs the estimator.
+``B·T`` rows; the sigmoid RNN runs on the same fused tanh kernel (σ(a) = (1 + tanh(a/2))/2).
+The mean-field recurrence needs a Python loop over ``t`` (batched over ``B``): ĥ(t) needs the
+estimator.
 
 Padding: sequences are right-padded (``data.batching.pad_sequences``). Padding frames are zeroed
 before the recurrence reads them, so they can only affect offsets *at* padded positions, which
@@ -169,7 +170,7 @@ class RNNRecurrence(_FusedRecurrence):
     """RNN-RBM / RNN-NADE recurrence (BL2012 eqs. for ``û``, ``b_v(t)``, ``b_h(t)``).
 
     ``û(t) = act(W₂ v(t) + W₃ û(t−1) + b_û)`` with ``act`` ``"tanh"`` (the deeplearning.net
-    tutorial; fused ``nn.RNN``) or ``"sigmoid"`` (the paper's σ; Python loop over ``t``). The
+    tutorial) or ``"sigmoid"`` (the paper's σ; the default), both one fused kernel over ``t``. The
     weights live in ``self.rnn`` (``weight_ih_l0`` = W₂, ``weight_hh_l0`` = W₃, its two bias
     vectors sum to ``b_û``); ``u0`` is the learned initial state û(0); ``out`` stacks
     ``[W_uv; W_uh]``. Matrices start ~ N(0, init_std²), biases and û(0) at zero.
@@ -181,7 +182,7 @@ class RNNRecurrence(_FusedRecurrence):
         n_recurrent: int,
         offset_sizes: tuple[int, ...],
         *,
-        activation: Literal["tanh", "sigmoid"] = "tanh",
+        activation: Literal["tanh", "sigmoid"] = "sigmoid",
         init_std: float = 0.01,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
@@ -211,19 +212,17 @@ class RNNRecurrence(_FusedRecurrence):
 
     def states(self, v: Tensor) -> Tensor:
         """``û(1..T)`` for ``v (B, T, n_v)``, shape ``(B, T, n_recurrent)``."""
-        B, T, _ = v.shape
+        h0 = self.u0.expand(1, v.shape[0], self.n_recurrent)
         if self.activation == "tanh":
-            h0 = self.u0.expand(1, B, self.n_recurrent).contiguous()
-            return self.rnn(v, h0)[0]
+            return self.rnn(v, h0.contiguous())[0]
+        # σ(a) = (1 + tanh(a/2))/2, so s = 2û − 1 follows a *tanh* RNN: with û(t−1) = (1 + s)/2,
+        # a(t)/2 = (W₂/2) v(t) + (W₃/4) s(t−1) + b_û/2 + (W₃/4)·1. One fused kernel (cuDNN on
+        # CUDA) instead of a Python loop over t; autograd flows through the rescaled weights.
         r = self.rnn
-        # The input projections of every frame in one matmul; only W₃ û(t−1) is sequential.
-        x = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, v.reshape(B * T, -1), r.weight_ih_l0.T)
-        x = x.reshape(B, T, -1)
-        u, out = self.initial_state(B), []
-        for t in range(T):
-            u = torch.sigmoid(torch.addmm(x[:, t], u, r.weight_hh_l0.T))
-            out.append(u)
-        return torch.stack(out, 1)
+        w_hh = r.weight_hh_l0 * 0.25
+        weights = [r.weight_ih_l0 * 0.5, w_hh, r.bias_ih_l0 * 0.5, r.bias_hh_l0 * 0.5 + w_hh.sum(1)]
+        s = torch.rnn_tanh(v, h0 * 2 - 1, weights, True, 1, 0.0, self.training, False, True)[0]
+        return s.mul(0.5).add_(0.5)
 
     def forward(
         self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator | None = None
