@@ -59,6 +59,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--recurrent", type=int, default=100, help="ignored by rtrbm")
     ap.add_argument("--k", type=int, default=15, help="CD-k (RBM frames)")
     ap.add_argument(
+        "--recurrent-init-std", type=float, default=None, help="recurrent weights' N(0, s²) init"
+    )
+    ap.add_argument(
         "--activation", default=None, choices=["tanh", "sigmoid"], help="default: the model's"
     )
     ap.add_argument("--epochs", type=int, default=200)
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
             options["n_recurrent"] = args.recurrent
         if args.activation is not None:
             options["activation"] = args.activation
+        if args.recurrent_init_std is not None:
+            options["recurrent_init_std"] = args.recurrent_init_std
         model, result = train_sequence_model(
             args.model,
             ds,
