@@ -13,10 +13,10 @@ expected frame accuracy). Prints ONE JSON line with the figures, timings and the
     python benchmarks/jsb_experiments.py --eval-only runs/rtrbm/model.safetensors
 
 Measured on the 2-core CPU machine (torch 2.13, seed 0, 1 thread; README has every command):
-RNN-NADE 5.416 nats/frame (exact; 78 epochs); RTRBM 5.961 ± 0.001 (AIS 100 runs × 1,000 β,
-Gibbs base; 210 epochs); RNN-RBM 5.789 ± 0.001 with the paper's sigmoid recurrence (the
-default; lr 1e-3, weight decay 1e-4, lr decay every 2nd check; 400 epochs), 6.828 ± 0.001 with
-``--activation tanh``.
+RNN-NADE 5.168 nats/frame (exact; 62 epochs); RTRBM 5.961 ± 0.001 (AIS 100 runs × 1,000 β,
+Gibbs base; 210 epochs); RNN-RBM 5.789 ± 0.001 (lr 1e-3, weight decay 1e-4, lr decay every 2nd
+check; 400 epochs). Both RNN models use the paper's sigmoid recurrence (the default); with
+``--activation tanh`` (the tutorial's) they read 5.416 and 6.828 ± 0.001.
 ``--time-budget`` makes the epoch count depend on the machine's load; leave it out to reproduce
 a run exactly.
 

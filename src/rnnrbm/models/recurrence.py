@@ -221,6 +221,7 @@ class RNNRecurrence(_FusedRecurrence):
         r = self.rnn
         w_hh = r.weight_hh_l0 * 0.25
         weights = [r.weight_ih_l0 * 0.5, w_hh, r.bias_ih_l0 * 0.5, r.bias_hh_l0 * 0.5 + w_hh.sum(1)]
+        # (input, h0, weights, has_biases, layers, dropout, train, bidirectional, batch_first)
         s = torch.rnn_tanh(v, h0 * 2 - 1, weights, True, 1, 0.0, self.training, False, True)[0]
         return s.mul(0.5).add_(0.5)
 
