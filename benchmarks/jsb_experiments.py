@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
         "dataset": args.dataset,
         "test_nll": round(report["nll"]["nll"], 4),
         "test_nll_se": round(report["nll"]["se"], 4),
+        "test_nll_runs_gap": None if (gap := report["nll"]["runs_gap"]) is None else round(gap, 4),
         "n_frames": report["nll"]["n_frames"],
         "estimator": report["nll"]["estimator"],
         "accuracy": None

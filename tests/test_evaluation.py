@@ -136,6 +136,37 @@ def test_ais_nll_within_three_se_of_exact(base: str) -> None:
     assert abs(ais.nll - exact.nll) < 3 * ais.se
 
 
+def test_runs_gap_flags_an_unconverged_ais_estimate() -> None:
+    """Doubling the runs moves a converged estimate by ~0 and a poor one (3 β on sharp frames,
+    heavy-tailed weights) by far more than its s.e.; the report says which, and the half-run
+    figure it compares with is the mean of the two halves' log-mean-exp."""
+    model = _model("rnn-rbm", n_v=10, n_h=8, seed=4, scale=3.0)
+    rolls = _rolls(10, lengths=(3, 6, 2), seed=5)
+    exact = sequence_nll(model, rolls, method="exact")
+    assert exact.runs_gap is None and exact.converged
+
+    def ais(betas: int) -> NLLReport:
+        g = torch.Generator().manual_seed(6)
+        return sequence_nll(
+            model, rolls, method="ais", ais_runs=40, ais_betas=betas, ais_base="zero", generator=g
+        )
+
+    poor, good = ais(3), ais(3000)
+    assert poor.runs_gap is not None and good.runs_gap is not None
+    assert exact.nll - poor.nll > 1.0  # the poor estimate errs low, as AIS does
+    assert poor.runs_gap > 3 * poor.se and poor.runs_gap > 0.05 and not poor.converged
+    assert "NOT converged" in str(poor) and poor.as_dict()["runs_gap"] == poor.runs_gap
+    assert abs(good.runs_gap) < 0.01 and good.converged and "NOT" not in str(good)
+    assert abs(good.nll - exact.nll) < 0.05
+    # the definition, from the per-frame values
+    g = torch.Generator().manual_seed(6)
+    lp = frame_log_probs(model, rolls, method="ais", ais_runs=40, ais_betas=3, ais_base="zero",
+                         generator=g)  # fmt: skip
+    assert lp.value_half_runs is not None
+    gap = float((lp.value_half_runs - lp.value).mean())
+    assert poor.runs_gap == pytest.approx(gap, abs=1e-12)
+
+
 def test_ais_is_one_batched_call_over_every_frame(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     model = _model("rnn-rbm", n_v=6, n_h=5, seed=7)
     rolls = _rolls(6)
