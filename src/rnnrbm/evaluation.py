@@ -13,8 +13,8 @@ protocol; :func:`frame_log_probs` keeps the per-frame values so both can be comp
   for ``Z``, so it under-estimates ``log Z`` on average and the NLL it reports leans low (too
   good) when the runs or β steps are too few. The s.e. does not show that bias, so every AIS
   report also carries ``runs_gap``: the NLL minus the NLL from half of the runs. It is ≈ 0 once
-  the estimate has converged; on a Nottingham RNN-RBM at 100 runs × 1,000 β, 20 → 100 runs still
-  moved the figure by +0.31 against an s.e. of 0.007, and ``NLLReport.converged`` is False there.
+  the estimate has converged (JSB RNN-RBMs: 20 → 100 runs moved the figure by +0.004); on a
+  Nottingham RNN-RBM at 1,000 β, 20 → 100 runs moved it by +0.31 against an s.e. of 0.007.
 
 **AIS base model.** Each frame's chains start from a factorial Bernoulli ``p_A`` (W = 0) with
 visible bias ``b_A(t)``; any ``b_A`` gives an unbiased ``Z``, but the closer ``p_A`` is to the
