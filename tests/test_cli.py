@@ -359,6 +359,19 @@ def test_evaluate_prints_the_protocol_figures(run):
     assert info["accuracy"]["samples"] == 2 and 0 <= info["accuracy"]["accuracy"] <= 1
 
 
+def test_evaluate_reports_whether_ais_converged(run, capsys):
+    args = [
+        "evaluate", str(run.ckpt), "--data", str(run.corpus), "--split", "valid",
+        "--method", "ais", "--ais-runs", "4", "--ais-betas", "3", "--accuracy-samples", "0",
+    ]  # fmt: skip
+    assert main([*args, "--json"]) == 0
+    nll = json.loads(capsys.readouterr().out)["nll"]
+    assert nll["estimator"].startswith("ais(runs=4, betas=3") and nll["runs_gap"] is not None
+    assert nll["converged"] == (nll["runs_gap"] <= max(3 * nll["se"], 0.01))
+    assert main(args) == 0
+    assert f"doubling the runs moved it {nll['runs_gap']:+.3f}" in capsys.readouterr().out
+
+
 def test_evaluate_names_the_missing_split(run, capsys):
     assert main(["evaluate", str(run.ckpt), "--data", str(run.corpus), "--split", "test"]) == 2
     err = capsys.readouterr().err
