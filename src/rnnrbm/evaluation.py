@@ -50,7 +50,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnrbm.core import partition
 from rnnrbm.core.estimators import NADEFrame, RBMFrame
 from rnnrbm.core.partition import base_rate_visible_bias
 from rnnrbm.data.batching import pad_sequences
@@ -365,12 +364,10 @@ def frame_log_probs(
             check_positive_int(ais_runs, "ais_runs", minimum=2)
             check_positive_int(ais_betas, "ais_betas")
             b_a = ais_base_bias(est, offsets, ais_base, data=base_data, generator=generator)
-            b_v, b_h = est.biases(offsets)
-            res = partition.log_partition_ais(
-                est.W,
-                b_v,
-                b_h,
-                est.log_sigma,
+            lp = est.log_prob(
+                v,
+                offsets,
+                "ais",
                 n_runs=ais_runs,
                 n_betas=ais_betas,
                 base_visible_bias=b_a,
@@ -378,10 +375,7 @@ def frame_log_probs(
             )
             base_name = "tensor" if isinstance(ais_base, Tensor) else ais_base
             estimator = f"ais(runs={ais_runs}, betas={ais_betas}, base={base_name})"
-            neg_fe = -est.free_energy(v, offsets).double()
-            value, se = neg_fe - res.log_z, res.log_z_se
-            half = neg_fe - _half_runs_log_z(res)
-            return FrameLogProbs(value.cpu(), se.double().cpu(), lengths, estimator, half.cpu())
+            value, se, half = lp.value, lp.se, lp.value_half_runs
         else:
             frame_chunk = check_positive_int(frame_chunk, "frame_chunk")
             parts = [
@@ -390,15 +384,9 @@ def frame_log_probs(
             ]
             value = torch.cat([p.value for p in parts])
             se = torch.cat([p.se for p in parts])
-            estimator = "exact"
-    return FrameLogProbs(value.double().cpu(), se.double().cpu(), lengths, estimator)
-
-
-def _half_runs_log_z(res: partition.AISResult) -> Tensor:
-    """Forward-AIS ``log Z`` from each half of the runs, averaged over the two halves."""
-    half = res.n_runs // 2
-    log_w = res.log_weights[:, : 2 * half].reshape(-1, 2, half)
-    return res.base_log_z + (torch.logsumexp(log_w, -1) - math.log(half)).mean(-1)
+            estimator, half = "exact", None
+    half = None if half is None else half.double().cpu()
+    return FrameLogProbs(value.double().cpu(), se.double().cpu(), lengths, estimator, half)
 
 
 def sequence_nll(

@@ -25,11 +25,13 @@ Offsets = tuple[Tensor, Tensor] | None
 
 class LogProb(NamedTuple):
     """Per-example log-probabilities (nats), their standard errors (zeros when exact) and how
-    they were computed (``"exact"`` or ``"ais(runs=…, betas=…)"``)."""
+    they were computed (``"exact"`` or ``"ais(runs=…, betas=…)"``); with AIS also the values
+    from half of the runs (``AISResult.log_z_from_half_runs``), the check that AIS converged."""
 
     value: Tensor
     se: Tensor
     estimator: str
+    value_half_runs: Tensor | None = None
 
 
 class FrameEstimator(Protocol):
@@ -160,37 +162,60 @@ class RBMFrame(_OffsetBiases):
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, str]:
         """``(log Z, s.e., estimator)`` per bias row (float64)."""
+        if method == "ais":
+            res = self._ais(offsets, n_runs, n_betas, base_visible_bias, generator)
+            return res.log_z, res.log_z_se, f"ais(runs={n_runs}, betas={n_betas})"
+        if method == "exact":
+            b_v, b_h = self.biases(offsets)
+            with torch.no_grad():
+                log_z = partition.log_partition_exact(self.W, b_v, b_h, self.log_sigma)
+            return log_z, torch.zeros_like(log_z), "exact"
+        raise ValueError(f"method: expected 'exact' or 'ais', got {method!r}. Fix: pick one")
+
+    def _ais(
+        self,
+        offsets: Offsets,
+        n_runs: int,
+        n_betas: int,
+        base_visible_bias: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> partition.AISResult:
         b_v, b_h = self.biases(offsets)
         with torch.no_grad():
-            if method == "exact":
-                log_z = partition.log_partition_exact(self.W, b_v, b_h, self.log_sigma)
-                return log_z, torch.zeros_like(log_z), "exact"
-            if method == "ais":
-                res = partition.log_partition_ais(
-                    self.W,
-                    b_v,
-                    b_h,
-                    self.log_sigma,
-                    n_runs=n_runs,
-                    n_betas=n_betas,
-                    base_visible_bias=base_visible_bias,
-                    generator=generator,
-                )
-                return res.log_z, res.log_z_se, f"ais(runs={n_runs}, betas={n_betas})"
-        raise ValueError(f"method: expected 'exact' or 'ais', got {method!r}. Fix: pick one")
+            return partition.log_partition_ais(
+                self.W,
+                b_v,
+                b_h,
+                self.log_sigma,
+                n_runs=n_runs,
+                n_betas=n_betas,
+                base_visible_bias=base_visible_bias,
+                generator=generator,
+            )
 
     def log_prob(
         self,
         v: Tensor,
         offsets: Offsets = None,
         method: Literal["exact", "ais"] = "exact",
-        **ais_options: object,
+        *,
+        n_runs: int = 100,
+        n_betas: int = 1000,
+        base_visible_bias: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> LogProb:
-        """``log p(v) = −F(v) − log Z`` per example (float64), with the s.e. of log Z."""
-        log_z, se, how = self.log_partition(offsets, method, **ais_options)  # type: ignore[arg-type]
+        """``log p(v) = −F(v) − log Z`` per example (float64), with the s.e. of log Z (and, by
+        AIS, the values from half of the runs)."""
         with torch.no_grad():
-            fe = self.free_energy(v, offsets).double()
-        value = -fe - log_z
+            neg_fe = -self.free_energy(v, offsets).double()
+        if method == "ais":
+            res = self._ais(offsets, n_runs, n_betas, base_visible_bias, generator)
+            value = neg_fe - res.log_z
+            how = f"ais(runs={n_runs}, betas={n_betas})"
+            half = neg_fe - res.log_z_from_half_runs()
+            return LogProb(value, res.log_z_se.expand_as(value), how, half)
+        log_z, se, how = self.log_partition(offsets, method)
+        value = neg_fe - log_z
         return LogProb(value, se.expand_as(value), how)
 
     def _chain(

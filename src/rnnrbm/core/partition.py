@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnrbm.core.rbm import free_energy, free_energy_hidden
+from rnnrbm.core.rbm import free_energy, free_energy_hidden, sfc64
 from rnnrbm.validation import InputError, InputTypeError, check_binary, error_message
 
 __all__ = [
@@ -163,7 +163,7 @@ class AISResult(NamedTuple):
     (an estimate of ``log Z − log Z_A`` in both directions: forward ``log_z = base_log_z +
     log mean exp(log w)``, reverse ``log_z = base_log_z − log mean exp(−log w)``);
     ``n_betas`` annealing steps ``K``; ``n_runs`` runs ``M``; ``base_log_z (R,)`` exact
-    ``log Z_A`` of the base-rate model."""
+    ``log Z_A`` of the base-rate model; ``reverse`` which direction ran."""
 
     log_z: Tensor
     log_z_se: Tensor
@@ -171,6 +171,18 @@ class AISResult(NamedTuple):
     n_betas: int
     n_runs: int
     base_log_z: Tensor
+    reverse: bool = False
+
+    def log_z_from_half_runs(self) -> Tensor:
+        """``log Z`` from each half of the runs, averaged over the two halves ``(R,)``.
+
+        The s.e. does not show AIS's bias (a log-mean-exp of ``M`` weights errs low by ~c/M), so
+        ``log_z − log_z_from_half_runs()`` — how far the estimate moved when the runs doubled —
+        is the check that it has converged (≈ 0), and a first-order guess of the bias left."""
+        half = self.n_runs // 2
+        log_w = self.log_weights[:, : 2 * half].reshape(-1, 2, half)
+        lme = torch.logsumexp(-log_w if self.reverse else log_w, -1) - math.log(half)
+        return self.base_log_z + (-lme if self.reverse else lme).mean(-1)
 
 
 def default_betas(n_betas: int) -> Tensor:
@@ -406,7 +418,7 @@ def _ais(
 def _estimate(log_w: Tensor, base_log_z: Tensor, K: int, M: int, reverse: bool) -> AISResult:
     if reverse:  # E[1/w] = Z_A / Z
         lme, se = _log_mean_exp_se(-log_w)
-        return AISResult(base_log_z - lme, se, log_w, K, M, base_log_z)
+        return AISResult(base_log_z - lme, se, log_w, K, M, base_log_z, reverse=True)
     lme, se = _log_mean_exp_se(log_w)  # E[w] = Z / Z_A
     return AISResult(base_log_z + lme, se, log_w, K, M, base_log_z)
 
@@ -507,7 +519,7 @@ class _Noise:
         self.h_words, self.v_words = (n_h + 1) // 2, ((n_v + 1) // 2 if bernoulli else 0)
         self.sfc = None
         if torch.device(device).type == "cpu":
-            self.sfc = np.random.SFC64(int(torch.randint(2**63 - 1, (), generator=gen)))
+            self.sfc = sfc64(gen)
         else:
             self.words = torch.empty(
                 C, self.h_words + self.v_words, dtype=torch.int64, device=device
