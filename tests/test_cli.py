@@ -29,6 +29,7 @@ from rnnrbm.checkpoint import load_checkpoint
 from rnnrbm.cli import main
 from rnnrbm.data.polyphonic import load_bundled_jsb, load_polyphonic
 from rnnrbm.music.midi import MidiFileError, MidiReadOptions, read_midi
+from rnnrbm.recipes import Recipe
 
 TINY = ["--hidden", "4", "--recurrent", "4", "--k", "1"]
 
@@ -45,7 +46,7 @@ def one_thread():
 
 def run_cli(*args, timeout=180):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "rnnrbm.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "rnnrbm", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -101,7 +102,7 @@ def run(tmp_path_factory):
     out = root / "run"
     res = run_cli(
         "train", "--model", "rnn-rbm", "--data", corpus, "--out", out, "--epochs", "2",
-        *TINY, "--pretrain-epochs", "1", "--batch-size", "2", "--json",
+        *TINY, "--pretrain-epochs", "1", "--batch-size", "2", "--valid-every", "1", "--json",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     return SimpleNamespace(
@@ -131,9 +132,15 @@ def test_train_on_a_midi_folder_writes_checkpoints_and_lists_bad_files(run):
     assert [h["epoch"] for h in info["history"]] == [1.0, 2.0]
     assert all(np.isfinite(h["valid_nll"]) for h in info["history"])  # exact: 4 hidden units
     assert info["best"]["metric"] == "valid_nll"
-    for key in ("last", "best", "run", "curves"):
+    for key in ("last", "best", "recipe", "curves"):
         assert Path(info["paths"][key]).is_file()
-    assert json.loads((run.out / "run.json").read_text())["train"]["epochs"] == 2
+    saved = Recipe.from_toml(run.out / "recipe.toml")
+    assert saved.stages.sequence.epochs == 2 and saved.data.source == str(run.corpus)
+    assert saved.data.max_len == 100  # user data: the model's JSB recipe in chunks
+    assert info["recipe_settings"] == saved.to_dict()
+    ck = load_checkpoint(run.out / "best.safetensors")
+    assert ck.recipe == saved.to_dict()
+    assert ck.framing["frames_per_beat"] == 2 and ck.framing["tempo_bpm"] == 120.0
     assert not [p for p in run.out.iterdir() if p.name.startswith(".")]  # no temporary files
 
 
@@ -157,7 +164,7 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_exactly(tmp_path, capsys):
     out = tmp_path / "stopped"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rnnrbm.cli", *flags, "--out", str(out)],
+        [sys.executable, "-m", "rnnrbm", *flags, "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -183,8 +190,10 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_exactly(tmp_path, capsys):
 
 
 def test_train_refuses_to_overwrite_and_needs_a_run_to_resume(run, tmp_path, capsys):
+    before = sorted(p.name for p in run.out.iterdir())
     assert main(["train", "--model", "rbm", "--data", str(run.corpus), "--out", str(run.out)]) == 2
     assert "pass --resume" in capsys.readouterr().err
+    assert sorted(p.name for p in run.out.iterdir()) == before
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "--resume" in err and "no such file" in err and not (tmp_path / "none").exists()
@@ -195,7 +204,7 @@ def test_train_refuses_to_overwrite_and_needs_a_run_to_resume(run, tmp_path, cap
 def test_train_text_mode_reports_each_epoch(run, tmp_path, capsys):
     code = main(
         ["train", "--model", "rnn-rbm", "--data", str(run.corpus), "--out", str(tmp_path / "t"),
-         *TINY, "--epochs", "2", "--pretrain-epochs", "0"]
+         *TINY, "--epochs", "2", "--pretrain-epochs", "0", "--valid-every", "1"]
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
@@ -215,8 +224,8 @@ def test_train_with_carried_state_chunks(run, tmp_path, capsys):
     assert code == 0
     info = json.loads(capsys.readouterr().out)
     assert np.isfinite(info["history"][0]["train_loss"])
-    run_info = json.loads((out / "run.json").read_text())
-    assert run_info["train"]["carry_state"] is True and run_info["train"]["max_len"] == 4
+    data = Recipe.from_toml(out / "recipe.toml").data
+    assert data.carry_state is True and data.max_len == 4
 
 
 def test_train_with_weight_decay_lr_decay_and_rnn_pretraining(run, tmp_path, capsys):
@@ -230,13 +239,14 @@ def test_train_with_weight_decay_lr_decay_and_rnn_pretraining(run, tmp_path, cap
     assert code == 0
     info = json.loads(capsys.readouterr().out)
     assert [h["lr"] > 0 for h in info["history"]] == [True, True]  # the schedule is reported
-    train = json.loads((out / "run.json").read_text())["train"]
-    assert (train["weight_decay"], train["lr_decay"], train["lr_patience"]) == (1e-3, 0.5, 1)
-    assert train["rnn_pretrain_epochs"] == 1 and train["activation"] == "tanh"
+    recipe = Recipe.from_toml(out / "recipe.toml")
+    seq = recipe.stages.sequence
+    assert (seq.weight_decay, seq.lr_decay, seq.lr_patience) == (1e-3, 0.5, 1)
+    assert recipe.stages.rnn.epochs == 1 and recipe.model.activation == "tanh"
     assert load_checkpoint(out / "last.safetensors").model.config()["activation"] == "tanh"
     rtrbm = tmp_path / "rtrbm"
     args = ["train", "--model", "rtrbm", "--data", str(run.corpus), "--out", str(rtrbm)]
-    assert main([*args, "--activation", "sigmoid"]) == 2
+    assert main([*args, "--activation", "tanh"]) == 2
     assert "--activation" in capsys.readouterr().err and not rtrbm.exists()
     bad_flags = [("--lr-decay", "1.5"), ("--lr-patience", "0"), ("--weight-decay", "-1")]
     for flag, value in [*bad_flags, ("--rnn-pretrain-epochs", "-1")]:
@@ -379,23 +389,37 @@ def test_evaluate_names_the_missing_split(run, capsys):
 
 
 # ----------------------------------------------------------------------------------- demos
-def test_music_demo_tiny(tmp_path):
+def test_music_demo_tiny_and_its_checkpoint_plays_at_the_demo_framing(tmp_path, capsys):
     out = tmp_path / "demo"
-    res = run_cli(
-        "demo", "--out", out, "--epochs", "1", "--pretrain-epochs", "1", *TINY,
-        "--batch-size", "32", "--valid-frames", "60", "--ais-runs", "2", "--ais-betas", "10",
-        "--steps", "12", "--json",
-    )  # fmt: skip
+    settings = [
+        "stages.sequence.epochs=1", "stages.frames.epochs=1", "model.hidden=4",
+        "model.recurrent=4", "model.k=1", "stages.sequence.batch_size=32",
+        "validation.frames=60", "evaluation.ais_runs=2", "evaluation.ais_betas=10",
+        "generation.steps=12",
+    ]  # fmt: skip
+    res = run_cli("demo", "--out", out, *[f"--set={s}" for s in settings], "--json")
     assert res.returncode == 0, res.stderr
     info = one_json(res.stdout)
     assert info["test_nll"]["n_frames"] == 4725
     assert info["test_nll"]["estimator"].startswith("ais(runs=2, betas=10")
     train = load_bundled_jsb().frames("train")
     assert info["notes_per_frame"]["train"] == round(float(train.sum(-1).mean()), 2)
-    assert info["gibbs_steps"] == 25 and 0 <= info["notes_per_frame"]["generated"] <= 88
+    assert 0 <= info["notes_per_frame"]["generated"] <= 88
+    assert (info["framing"]["frames_per_beat"], info["framing"]["tempo_bpm"]) == (1, 90.0)
     names = sorted(p.name for p in out.iterdir())
     assert names == ["chorale.mid", "chorale.png", "chorale.wav", "loss.png", "rnn_rbm.safetensors"]
     assert read_midi(out / "chorale.mid", MidiReadOptions(frames_per_beat=1)).roll.shape[0] <= 12
+    # `generate` on the demo's checkpoint plays at the demo's 1 frame per beat and 90 bpm:
+    # 16 frames = 16 beats = 16 × 60 / 90 s, with no flag naming the framing.
+    ckpt = str(out / "rnn_rbm.safetensors")
+    gen = tmp_path / "gen"
+    assert main(["generate", ckpt, "--out", str(gen), "--steps", "16", "--json"]) == 0
+    played = json.loads(capsys.readouterr().out)
+    assert (played["frames_per_beat"], played["tempo_bpm"]) == (1, 90.0)
+    assert played["framing_source"] == "checkpoint"
+    midi = pretty_midi.PrettyMIDI(str(gen / "sample.mid"))
+    assert midi.get_tempo_changes()[1].tolist() == pytest.approx([90.0], rel=1e-5)  # µs/beat
+    assert midi.get_end_time() <= 16 * 60 / 90 + 1e-3
 
 
 @pytest.mark.parametrize("model", ["rbm", "dbn", "dbm"])
@@ -525,7 +549,7 @@ def test_every_temporal_model_trains_and_scores(run, tmp_path, capsys, name):
 
 
 def test_loss_curves_join_sparse_validation_checks():
-    from rnnrbm.cli import _history_curves
+    from rnnrbm.plotting import history_curves as _history_curves
 
     history = [{"train_loss": 1.0}, {"train_loss": 0.5, "valid_nll": 8.0}, {"train_loss": 0.4}]
     history += [{"train_loss": 0.3, "valid_nll": 7.0}, {"train_loss": 0.2}]
@@ -533,3 +557,84 @@ def test_loss_curves_join_sparse_validation_checks():
     assert curves["training loss (surrogate; exact NLL for NADE)"] == [1.0, 0.5, 0.4, 0.3, 0.2]
     valid = curves["validation NLL per frame"]
     assert np.isnan(valid[0]) and valid[1:4] == [8.0, 7.5, 7.0] and np.isnan(valid[4])
+
+
+def test_a_checkpoint_without_framing_falls_back_and_says_so(run, tmp_path, capsys):
+    from rnnrbm.checkpoint import save_checkpoint
+
+    model = load_checkpoint(run.ckpt).model
+    bare = save_checkpoint(tmp_path / "old" / "model.safetensors", model)  # no recipe, no framing
+    args = ["generate", str(bare), "--out", str(tmp_path / "g1"), "--steps", "4", "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    info = json.loads(captured.out)
+    assert info["framing_source"] == "default"
+    assert (info["frames_per_beat"], info["tempo_bpm"]) == (2, 120.0)
+    assert "does not record how its data were framed" in captured.err and "--tempo" in captured.err
+    # A checkpoint of the previous version: the run.json that `rnnrbm train` wrote beside it.
+    legacy = {"data": {"spec": "jsb", "name": "jsb", "frames_per_beat": 1, "transpose_to_c": True}}
+    (bare.parent / "run.json").write_text(json.dumps(legacy))
+    args = ["generate", str(bare), "--out", str(tmp_path / "g2"), "--steps", "4", "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    info = json.loads(captured.out)
+    assert info["framing_source"] == "run.json" and info["frames_per_beat"] == 1
+    assert captured.err == ""
+    # Flags override any framing.
+    args += ["--frames-per-beat", "4", "--tempo", "60"]
+    args[3] = str(tmp_path / "g3")
+    assert main(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["frames_per_beat"], info["tempo_bpm"]) == (4, 60.0)
+
+
+def test_evaluate_defaults_to_the_checkpoint_data_and_recipe_settings(run, capsys):
+    assert main(["evaluate", str(run.ckpt), "--split", "valid", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["data"] == str(run.corpus) and info["nll"]["n_frames"] == 16
+    assert info["accuracy"]["samples"] == 20  # the recipe's evaluation.accuracy_samples
+
+
+def test_recipes_lists_every_bundled_recipe_with_its_figure(capsys):
+    from rnnrbm.recipes import bundled_names
+
+    assert main(["recipes", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in info["recipes"]] == bundled_names()
+    rnn_rbm = next(r for r in info["recipes"] if r["name"] == "jsb-rnn-rbm")
+    assert rnn_rbm["expected"]["test_nll"] == 5.789 and "nats per frame" in info["units"]
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "jsb-rnn-nade" in out and "test NLL 5.168 (exact)" in out
+    assert main(["recipes", "--show", "jsb-rnn-nade"]) == 0
+    assert 'type = "rnn-nade"' in capsys.readouterr().out
+
+
+def test_train_rejects_bad_recipes_before_writing(tmp_path, capsys):
+    out = tmp_path / "r"
+    _check_error(
+        capsys, main(["train", "--recipe", "jsb-rnn-rbn", "--out", str(out)]), "jsb-rnn-rbm", out
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[stages.sequence]\nlr = -1\n")
+    _check_error(
+        capsys, main(["train", "--recipe", str(bad), "--out", str(out)]), "stages.sequence.lr", out
+    )
+    code = main(["train", "--recipe", "jsb-rnn-nade", "--set", "model.hiden=3", "--out", str(out)])
+    _check_error(capsys, code, "model.hiden", out)
+    code = main(["train", "--recipe", "jsb-rnn-nade", "--lr", "0", "--out", str(out)])
+    _check_error(capsys, code, "--lr", out)
+
+
+def test_train_by_recipe_with_set_trains_the_named_settings(run, tmp_path, capsys):
+    out = tmp_path / "nade"
+    code = main(
+        ["train", "--recipe", "jsb-rnn-nade", "--data", str(run.corpus), "--out", str(out),
+         "--set", "model.hidden=4", "--set", "model.recurrent=4", "--set", "stages.rnn.epochs=0",
+         "--epochs", "1", "--pretrain-epochs", "0", "--json"]
+    )  # fmt: skip
+    assert code == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model"] == "rnn-nade" and info["model_config"]["n_hidden"] == 4
+    assert info["recipe_settings"]["stages"]["sequence"]["lr"] == 1e-2  # from the recipe
+    assert info["recipe_settings"]["expected"]["test_nll"] == 0.0  # a run is not its row

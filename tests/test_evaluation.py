@@ -294,3 +294,45 @@ def test_errors_name_the_argument() -> None:
         sequence_nll(model, _rolls(4), method="mcmc")  # type: ignore[arg-type]
     with pytest.raises(InputTypeError, match="dataset"):
         evaluate(model, _rolls(4))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ plain RBM
+def test_evaluate_rbm_is_the_flat_exact_nll_of_independent_frames(oracle) -> None:  # type: ignore[no-untyped-def]
+    from rnnrbm.evaluation import evaluate_rbm
+    from rnnrbm.models import RBM
+
+    rolls = _rolls(6, lengths=(3, 5), seed=12)
+    ds = PolyphonicDataset("toy", "memory", {"train": rolls, "test": rolls})
+    model = RBM(6, 4, dtype="float64")
+    _randomise(model, 13)
+    f = model.frame
+    v = torch.as_tensor(np.concatenate(rolls), dtype=torch.float64)
+    H = oracle.states(4)
+    with torch.no_grad():
+        log_num = torch.logsumexp(v @ f.b_v[:, None] + (H @ f.b_h)[None] + (v @ f.W) @ H.T, 1)
+        brute = -float((log_num - oracle.joint_log_z(f.W, f.b_v, f.b_h)).mean())
+    out = evaluate_rbm(model, ds)  # "auto": 4 hidden units are affordable
+    json.dumps(out)
+    assert out["model"] == "rbm" and out["split"] == "test" and out["accuracy"] is None
+    assert out["nll"]["estimator"] == "exact" and out["nll"]["se"] == 0.0
+    assert out["nll"]["n_frames"] == 8 and out["nll"]["nll"] == pytest.approx(brute, abs=1e-9)
+    ais = evaluate_rbm(model, ds, method="ais", ais_runs=50, ais_betas=200, seed=1)
+    assert ais["nll"]["estimator"].startswith("ais(runs=50, betas=200")
+    assert abs(ais["nll"]["nll"] - brute) < 3 * ais["nll"]["se"] + 1e-3
+    assert ais == evaluate_rbm(model, ds, method="ais", ais_runs=50, ais_betas=200, seed=1)
+
+
+def test_evaluate_rbm_uses_ais_above_the_affordable_size_and_names_errors() -> None:
+    from rnnrbm.evaluation import evaluate_rbm
+    from rnnrbm.models import RBM
+
+    rolls = _rolls(30, lengths=(2,), seed=14)
+    ds = PolyphonicDataset("toy", "memory", {"test": rolls})
+    out = evaluate_rbm(RBM(30, 21), ds, ais_runs=2, ais_betas=3)
+    assert out["nll"]["estimator"].startswith("ais(runs=2, betas=3")
+    with pytest.raises(InputTypeError, match="model: expected a plain RBM"):
+        evaluate_rbm(_model("rnn-rbm", n_v=30, n_h=3), ds)  # type: ignore[arg-type]
+    with pytest.raises(InputTypeError, match="dataset"):
+        evaluate_rbm(RBM(30, 21), rolls)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="method: expected 'auto', 'exact' or 'ais'"):
+        evaluate_rbm(RBM(30, 21), ds, method="mcmc")  # type: ignore[arg-type]

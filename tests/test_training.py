@@ -13,7 +13,7 @@ from torch import nn
 
 from rnnrbm import RBM, GaussianBernoulliRBM
 from rnnrbm.checkpoint import load_checkpoint
-from rnnrbm.models.registry import register_model
+from rnnrbm.registry import register_model
 from rnnrbm.training import Callback, RowBatches, TrainConfig, build_optimizer, fit
 from rnnrbm.validation import InputError, NonFiniteError
 
@@ -358,9 +358,20 @@ def test_plateau_lr_decay_follows_the_validation_metric(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("lr_decay", 1.0), ("lr_decay", 0.0), ("lr_patience", 0)]
+    ("field", "value"),
+    [
+        ("lr_decay", 1.0),
+        ("lr_decay", 0.0),
+        ("lr_patience", 0),
+        ("checkpoint_every", 0),
+        ("batch_size", 0),
+        ("lr", 0.0),
+        ("patience", 0),
+        ("clip_grad_norm", -1.0),
+        ("weight_decay", -1e-4),
+        ("max_steps", 0),
+    ],
 )
-def test_plateau_lr_decay_rejects_bad_settings(field: str, value: float) -> None:
-    config = _plateau_config(**{field: value})
-    with pytest.raises(InputError, match=field):
-        fit(_ScriptedValidation(), RowBatches(torch.ones(4, 3), 4), "valid", config)
+def test_train_config_rejects_bad_settings_when_built(field: str, value: float) -> None:
+    with pytest.raises(InputError, match=rf"^{field}: expected .* Fix: "):
+        _plateau_config(**{field: value})

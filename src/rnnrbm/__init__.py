@@ -6,8 +6,7 @@ RNN-RBM, LSTM-RTRBM, RNN-NADE) built on one conditional-RBM core.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from rnnrbm.models import RBM, GaussianBernoulliRBM
+from rnnrbm.version import __version__
 
 __all__ = ["RBM", "GaussianBernoulliRBM", "__version__"]

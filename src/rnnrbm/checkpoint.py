@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-import rnnrbm
-from rnnrbm.models.registry import model_from_config, model_type_of
+from rnnrbm.files import atomic_write_bytes
+from rnnrbm.registry import model_from_config, model_type_of
 from rnnrbm.validation import CheckpointError, error_message
+from rnnrbm.version import __version__
 
 __all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -51,6 +51,18 @@ class Checkpoint:
     @property
     def train_config(self) -> dict[str, Any] | None:
         return self.meta.get("train_config")
+
+    @property
+    def recipe(self) -> dict[str, Any] | None:
+        """The resolved recipe of the run that wrote it (``recipes.Recipe.from_dict``)."""
+        return self.meta.get("recipe")
+
+    @property
+    def framing(self) -> dict[str, Any] | None:
+        """How its training data were framed: ``dataset``, ``source``, ``frames_per_beat``,
+        ``tempo_bpm``, ``transpose_to_c``, ``sustain``, ``lowest_key`` (MIDI number of key 0),
+        ``keys``; None in a checkpoint written without it."""
+        return self.meta.get("framing")
 
 
 def _split_optimizer_state(
@@ -78,20 +90,6 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: torch.nn.Module,
@@ -101,29 +99,39 @@ def save_checkpoint(
     train_state: dict[str, Any] | None = None,
     train_config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` (+ optional training state) atomically to ``path``; returns the path."""
+    """Write ``model`` (+ optional training state) atomically to ``path``; returns the path.
+
+    ``meta`` adds top-level header entries, e.g. ``{"recipe": …, "framing": …}`` (the run's
+    resolved recipe and data framing; see :attr:`Checkpoint.recipe`, :attr:`Checkpoint.framing`).
+    """
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {
         f"model/{k}": v.detach() for k, v in model.state_dict().items()
     }
-    meta: dict[str, Any] = {
+    header_meta: dict[str, Any] = {
+        **(meta or {}),
         "model_type": model_type_of(model),
         "model_config": model.config(),  # type: ignore[operator]
-        "rnnrbm_version": rnnrbm.__version__,
+        "rnnrbm_version": __version__,
         "torch_version": torch.__version__,
         "train_state": train_state,
         "train_config": train_config,
         "extra": extra or {},
     }
     if optimizer is not None:
-        opt_tensors, meta["optimizer"] = _split_optimizer_state(optimizer.state_dict())
+        opt_tensors, header_meta["optimizer"] = _split_optimizer_state(optimizer.state_dict())
         tensors.update(opt_tensors)
     for name, state in (rng_states or {}).items():
         tensors[f"rng/{name}"] = state
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": json.dumps(meta)}
-    _atomic_write_bytes(path, safetensors_bytes(tensors, metadata=header))
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "meta": json.dumps(header_meta, default=str),
+    }
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=header))
     return path
 
 

@@ -1,6 +1,7 @@
-"""Music in, music out: primers, harmonisation, writing pieces, scoring a user's MIDI file.
+"""Music out: primers, harmonisation, sampling, and writing pieces all or nothing.
 
-The pipeline behind ``rnnrbm generate`` and ``rnnrbm score``, usable from Python:
+The pipeline behind ``rnnrbm generate``, usable from Python (training data are loaded by
+``data.music_data.load_music_data``; a user's piece is scored by ``evaluation.scoring``):
 
 * :func:`load_primer` — the first ``N`` frames of a MIDI file or of a dataset sequence
   (``"jsb:test:3"``), as a ``(T0, 88)`` roll the recurrence reads before it samples.
@@ -12,10 +13,6 @@ The pipeline behind ``rnnrbm generate`` and ``rnnrbm score``, usable from Python
   plain ``RBM``, whose frames are independent).
 * :func:`write_piece` — MIDI + WAV + piano-roll PNG, all or nothing: the files are written in a
   hidden staging folder inside the output folder and moved into place only when all three exist.
-* :func:`score_roll` / :func:`score_midi` — ``log p(v_t | v_<t)`` per frame (nats, summed over
-  the 88 keys) of a user's piece through ``evaluation.frame_log_probs``: exact for NADE frames
-  and small RBM layers, else an AIS estimate (Salakhutdinov & Murray 2008) batched over all
-  frames, with its s.e.
 
 Pieces are transposed to C major / C minor before the model sees them when the model was trained
 on such data (the benchmark convention); generated music is shifted back to the primer's or
@@ -24,8 +21,6 @@ melody's key, so a harmonisation sounds in the key it was given.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -39,161 +34,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnrbm.data.polyphonic import DATASETS, PolyphonicDataset, load_polyphonic
-from rnnrbm.evaluation import frame_log_probs
+from rnnrbm.data.polyphonic import PolyphonicDataset, load_polyphonic
+from rnnrbm.evaluation.scoring import MusicModel
 from rnnrbm.models.rbm import RBM
 from rnnrbm.models.sequence import SequenceModel
 from rnnrbm.music.audio import render_wav
-from rnnrbm.music.midi import MidiReadOptions, read_midi, read_midi_folder, roll_to_midi
+from rnnrbm.music.midi import MidiReadOptions, is_midi_path, read_midi, roll_to_midi
 from rnnrbm.music.pianoroll import N_KEYS, check_roll
 from rnnrbm.plotting import save_piano_roll
 from rnnrbm.validation import InputError, InputTypeError, check_positive_int, error_message
 
 __all__ = [
-    "RUN_INFO_NAME",
     "GeneratedPiece",
-    "MusicData",
     "Primer",
-    "ScoreReport",
-    "dataset_frames_per_beat",
     "generate_music",
     "generate_rolls",
-    "load_music_data",
     "load_primer",
     "melody_clamp",
-    "read_run_info",
-    "score_midi",
-    "score_roll",
     "write_piece",
 ]
-
-RUN_INFO_NAME = "run.json"  # written by `rnnrbm train` beside its checkpoints
-EXACT_LAYER_LIMIT = 20  # a plain RBM: one log Z for all frames, so 2^20 states are affordable
-MusicModel = SequenceModel | RBM
-
-
-# ------------------------------------------------------------------------------ run information
-def read_run_info(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``run.json`` that ``rnnrbm train`` wrote beside ``checkpoint`` (``{}`` when absent).
-
-    It records how the training data were framed (``frames_per_beat``, ``transpose_to_c``) so
-    primers, melodies and scored files are read the same way.
-    """
-    path = Path(checkpoint).parent / RUN_INFO_NAME
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
-
-
-def dataset_frames_per_beat(name: str) -> int:
-    """Frames per beat of a benchmark: 1 (quarter notes) for JSB Chorales, else 2 (eighths)."""
-    stem = Path(str(name)).name.lower()
-    return 1 if stem in ("jsb", DATASETS["jsb"]) or stem.startswith(DATASETS["jsb"]) else 2
-
-
-# ------------------------------------------------------------------------------ training data
-@dataclass
-class MusicData:
-    """Piano-roll splits for training/evaluation, and how they were made.
-
-    ``kind`` is ``"benchmark"`` (a dataset file with its canonical splits) or ``"midi"`` (a MIDI
-    file or folder: splits made here, ``files`` lists each split's files, ``skipped`` the
-    unreadable ones with their reasons).
-    """
-
-    dataset: PolyphonicDataset
-    kind: Literal["benchmark", "midi"]
-    frames_per_beat: int
-    transpose_to_c: bool
-    files: dict[str, list[str]] = field(default_factory=dict)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-able summary (``run.json`` and ``--json`` output)."""
-        ds = self.dataset
-        return {
-            "source": ds.source,
-            "name": ds.name,
-            "kind": self.kind,
-            "frames_per_beat": self.frames_per_beat,
-            "transpose_to_c": self.transpose_to_c,
-            "splits": {
-                s: {"sequences": len(v), "frames": ds.n_frames(s)} for s, v in ds.splits.items()
-            },
-            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
-        }
-
-
-def _valid_rank(path: Path, root: Path) -> str:
-    """A stable pseudo-random rank: the split never depends on listing order or the seed."""
-    rel = path.relative_to(root) if path.is_relative_to(root) else path
-    return hashlib.sha256(rel.as_posix().encode()).hexdigest()
-
-
-def load_music_data(
-    spec: str | os.PathLike[str],
-    *,
-    options: MidiReadOptions | None = None,
-    valid_fraction: float = 0.1,
-) -> MusicData:
-    """Training data from a benchmark name (``jsb``, ``nottingham``, ``musedata``,
-    ``piano-midi``), a ``.json.gz``/``.pickle`` file, a MIDI file or a folder of MIDI files.
-
-    MIDI is read with ``options`` (default: eighth-note frames, transposed to C). A folder is
-    split deterministically: ``max(1, round(valid_fraction · n))`` files go to ``valid`` (n ≥ 2;
-    a single piece has no ``valid`` split) by a hash of their relative path, the rest to
-    ``train``; ``all`` holds every file. Unreadable
-    files in a folder are skipped and listed; one named explicitly raises ``MidiFileError``
-    naming it; pieces without frames are skipped.
-    """
-    text = str(spec)
-    path = Path(text)
-    if path.is_dir() or _is_midi_path(text):
-        opts = options or MidiReadOptions(transpose_to_c=True)
-        if path.is_dir():
-            reads, bad = read_midi_folder(path, opts)
-            skipped = [(str(p), reason) for p, reason in bad]
-        else:
-            reads, skipped = [read_midi(path, opts)], []
-        kept = []
-        for r in reads:
-            if len(r.roll) == 0 or not r.roll.any():
-                skipped.append((str(r.source), "no notes in the MIDI 21..108 range"))
-            else:
-                kept.append(r)
-        if not kept:
-            listed = "; ".join(f"{f}: {reason}" for f, reason in skipped[:3]) or "no .mid files"
-            raise InputError(
-                error_message(
-                    f"--data {text!r}",
-                    "at least one readable MIDI file with notes",
-                    f"none ({listed})",
-                    "check the folder, or convert the files to Standard MIDI Files",
-                )
-            )
-        root = path if path.is_dir() else path.parent
-        order = sorted(range(len(kept)), key=lambda i: _valid_rank(kept[i].source, root))
-        n_valid = max(1, round(valid_fraction * len(kept))) if len(kept) >= 2 else 0
-        valid_idx = set(order[:n_valid])
-        splits: dict[str, list[int]] = {
-            "train": [i for i in range(len(kept)) if i not in valid_idx],
-            "valid": sorted(valid_idx),
-            "all": list(range(len(kept))),
-        }
-        if not splits["valid"]:
-            del splits["valid"]  # one piece: nothing to validate on (no empty split)
-        ds = PolyphonicDataset(
-            name=path.stem if path.is_file() else path.name,
-            source=text,
-            splits={s: [kept[i].roll for i in idx] for s, idx in splits.items()},
-        )
-        files = {s: [str(kept[i].source) for i in idx] for s, idx in splits.items()}
-        return MusicData(ds, "midi", opts.frames_per_beat, opts.transpose_to_c, files, skipped)
-    ds = load_polyphonic(text)
-    return MusicData(ds, "benchmark", dataset_frames_per_beat(ds.name), True)
-
 
 # ------------------------------------------------------------------------------ primers & melodies
 @dataclass(frozen=True)
@@ -206,10 +65,6 @@ class Primer:
 
 
 _DATASET_SPEC = re.compile(r"^(?P<data>.+?)(?::(?P<split>train|valid|test))?(?::(?P<index>\d+))?$")
-
-
-def _is_midi_path(spec: str) -> bool:
-    return Path(spec).suffix.lower() in (".mid", ".midi")
 
 
 def load_primer(
@@ -236,7 +91,7 @@ def load_primer(
                 "primer", "a MIDI path, 'DATA:SPLIT:INDEX' or a roll", type(spec).__name__, "fix"
             )
         )
-    elif _is_midi_path(str(spec)):
+    elif is_midi_path(spec):
         read = read_midi(spec, options or MidiReadOptions())
         roll, source, shift = read.roll, str(spec), read.transposition
     else:
@@ -286,10 +141,6 @@ def melody_clamp(melody: np.ndarray, *, on_top: bool = True) -> tuple[np.ndarray
 
 
 # ------------------------------------------------------------------------------ sampling
-def _device_of(model: MusicModel) -> torch.device:
-    return next(model.parameters()).device
-
-
 def generate_rolls(
     model: MusicModel,
     n_steps: int,
@@ -311,7 +162,7 @@ def generate_rolls(
     n_steps = check_positive_int(n_steps, "steps")
     gibbs_steps = check_positive_int(gibbs_steps, "gibbs_steps")
     n = check_positive_int(n, "n")
-    dev = _device_of(model)
+    dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     dtype = next(model.parameters()).dtype
     p = None if primer is None else torch.as_tensor(check_roll(primer, "primer"), device=dev)
@@ -572,122 +423,3 @@ def generate_music(
         out_rolls, paths, 0 if primer is None else len(primer.roll), shift, frames_per_beat,
         tempo_bpm, info,
     )  # fmt: skip
-
-
-# ------------------------------------------------------------------------------ scoring
-@dataclass(frozen=True)
-class ScoreReport:
-    """``log p(v_t | v_<t)`` of one piece: per frame (nats), mean per frame ± s.e., estimator."""
-
-    per_frame: np.ndarray
-    per_frame_se: np.ndarray
-    estimator: str
-    source: str = ""
-    transposition: int = 0
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.per_frame.shape[0])
-
-    @property
-    def mean(self) -> float:
-        """Mean log-likelihood per frame (nats): the benchmark's figure, sign flipped."""
-        return float(self.per_frame.mean())
-
-    @property
-    def se(self) -> float:
-        """S.e. of ``mean`` from the AIS estimates (0 when exact); frames' AIS runs are
-        independent, so variances add."""
-        return float(np.sqrt((self.per_frame_se**2).sum()) / max(self.n_frames, 1))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.source,
-            "log_likelihood_per_frame": self.mean,
-            "log_likelihood_per_frame_se": self.se,
-            "nll_per_frame": -self.mean,
-            "total_log_likelihood": float(self.per_frame.sum()),
-            "n_frames": self.n_frames,
-            "estimator": self.estimator,
-            "units": "nats (natural log, summed over the 88 keys)",
-            "transposition_semitones": self.transposition,
-            "per_frame": [round(float(x), 6) for x in self.per_frame],
-        }
-
-
-def score_roll(
-    model: MusicModel,
-    roll: np.ndarray,
-    *,
-    method: Literal["auto", "exact", "ais"] = "auto",
-    ais_runs: int = 100,
-    ais_betas: int = 1000,
-    seed: int = 0,
-    source: str = "",
-    transposition: int = 0,
-) -> ScoreReport:
-    """Per-frame ``log p(v_t | v_<t)`` of one ``(T, 88)`` roll (an RBM: ``log p(v_t)``).
-
-    ``method="auto"``: exact for NADE frames or a small RBM layer, else AIS with ``ais_runs``
-    chains and ``ais_betas`` temperatures, one batched run over all frames (temporal models go
-    through ``evaluation.frame_log_probs``, whose AIS base follows each frame's mean field; a
-    plain RBM uses its data base rates).
-    """
-    if method not in ("auto", "exact", "ais"):
-        raise InputError(error_message("method", "'auto', 'exact' or 'ais'", repr(method), "fix"))
-    roll = check_roll(roll, source or "roll")
-    if len(roll) == 0:
-        raise InputError(
-            error_message(source or "roll", "at least one frame", "an empty piece", "pass notes")
-        )
-    dev = _device_of(model)
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
-    runs = check_positive_int(ais_runs, "ais_runs")
-    betas = check_positive_int(ais_betas, "ais_betas", minimum=2)
-    model.eval()
-    if isinstance(model, SequenceModel):
-        lp = frame_log_probs(
-            model, [roll], method=method, ais_runs=runs, ais_betas=betas, generator=gen
-        )
-        value, se, estimator = lp.value, lp.se, lp.estimator
-    elif isinstance(model, RBM):
-        if method == "auto":
-            small = min(model.n_visible, model.n_hidden) <= EXACT_LAYER_LIMIT
-            method = "exact" if small else "ais"
-        x = torch.as_tensor(roll, device=dev).to(next(model.parameters()).dtype)
-        with torch.no_grad():
-            rlp = model.log_likelihood(x, method, n_runs=runs, n_betas=betas, generator=gen)
-        value, se, estimator = rlp.value, rlp.se, rlp.estimator
-    else:
-        raise InputTypeError(
-            error_message(
-                "model", "a temporal model or an rbm", type(model).__name__, "load a music model"
-            )
-        )
-    return ScoreReport(
-        value.double().cpu().numpy(),
-        se.double().cpu().numpy(),
-        estimator,
-        source,
-        transposition,
-    )
-
-
-def score_midi(
-    model: MusicModel,
-    path: str | os.PathLike[str],
-    *,
-    options: MidiReadOptions | None = None,
-    **score_options: Any,
-) -> ScoreReport:
-    """Read ``path`` (raising ``MidiFileError`` naming it when unreadable) and score it."""
-    read = read_midi(path, options or MidiReadOptions())
-    if not len(read.roll):
-        raise InputError(
-            error_message(
-                f"MIDI file {str(path)!r}", "at least one note or frame", "an empty piece", "fix"
-            )
-        )
-    return score_roll(
-        model, read.roll, source=str(path), transposition=read.transposition, **score_options
-    )

@@ -4,15 +4,14 @@ Works on raw tensors/arrays (no models). matplotlib is imported inside the funct
 ``import rnnrbm`` stays fast and headless machines never touch a GUI toolkit. Figures are built
 with the object-oriented API (``matplotlib.figure.Figure`` on an explicit Agg canvas) instead of
 ``pyplot``: no global backend switch, no figure registry to leak or close, nothing that warns when
-another backend is active. Every ``save_*`` writes atomically (a temp file in the target folder,
-then ``os.replace``), so a crash never leaves a half-written image, and returns the ``Path``.
+another backend is active. Every ``save_*`` writes atomically (``rnnrbm.files.atomic_write``),
+so a crash never leaves a half-written image, and returns the ``Path``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from rnnrbm.files import atomic_write
 from rnnrbm.validation import InputError, InputTypeError, check_positive_int, error_message
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "history_curves",
     "note_name",
     "save_curves",
     "save_filter_tiles",
@@ -104,17 +105,7 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
                 "change the suffix, e.g. to .png",
             )
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A random hidden name beside the target: os.replace is atomic only within one filesystem.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            fig.savefig(f, format=fmt, dpi=_DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=_DPI))
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -378,3 +369,24 @@ def save_curves(
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def history_curves(history: list[dict[str, float]]) -> dict[str, list[float]]:
+    """Curves of a training history for :func:`save_curves`: the training loss and the
+    validation figure per epoch; a metric checked every few epochs is joined by straight lines
+    between its checks (NaN gaps would leave isolated, invisible points)."""
+    names = {
+        "train_loss": "training loss (surrogate; exact NLL for NADE)",
+        "valid_nll": "validation NLL per frame",
+        "neg_pseudo_loglik": "validation −pseudo-log-likelihood per frame",
+    }
+    curves = {}
+    for key, label in names.items():
+        y = np.array([h.get(key, np.nan) for h in history], dtype=float)
+        seen = np.flatnonzero(~np.isnan(y))
+        if not seen.size:
+            continue
+        inside = np.arange(seen[0], seen[-1] + 1)
+        y[inside] = np.interp(inside, seen, y[seen])
+        curves[label] = y.tolist()
+    return curves

@@ -51,6 +51,7 @@ from rnnrbm.training import Callback, RowBatches, TrainConfig
 from rnnrbm.training import fit as train_loop
 from rnnrbm.validation import (
     InputError,
+    check_choice,
     check_positive_int,
     error_message,
     resolve_device,
@@ -159,10 +160,7 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             raise InputError(
                 error_message("learning_rate", "a float > 0", repr(self.learning_rate), "pass 0.1")
             )
-        if self.method not in ("cd", "pcd"):
-            raise InputError(
-                error_message("method", "'cd' or 'pcd'", repr(self.method), "pick one")
-            )
+        check_choice(self.method, "method", ("cd", "pcd"))
 
     def _tensor(self, X: Any) -> torch.Tensor:
         """A float32 tensor copy of validated data on the model's device."""

@@ -1,4 +1,4 @@
-"""THE training loop, shared by every model (DESIGN §3).
+"""THE training loop, shared by every model (docs/design.md §3).
 
 A model only has to provide ``loss(batch, *, generator) -> (scalar, monitors)`` and
 ``parameters()``; optionally ``validate(valid) -> dict[str, float]`` (lower is better for the
@@ -21,7 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from rnnrbm.checkpoint import load_checkpoint, save_checkpoint
-from rnnrbm.validation import InputError, NonFiniteError, check_positive_int, error_message
+from rnnrbm.validation import (
+    InputError,
+    NonFiniteError,
+    check_number,
+    check_positive_int,
+    error_message,
+)
 
 __all__ = [
     "Batches",
@@ -62,6 +68,25 @@ class TrainConfig:
     lr_patience: int = 2
     max_steps: int | None = None  # stop after this many optimiser steps (then checkpoint)
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.epochs, "epochs", minimum=0)
+        check_positive_int(self.batch_size, "batch_size")
+        check_number(self.lr, "lr", low=0.0, open_low=True)
+        check_number(self.momentum, "momentum", low=0.0, high=1.0, open_high=True)
+        check_number(self.weight_decay, "weight_decay", low=0.0)
+        if self.clip_grad_norm is not None:
+            check_number(self.clip_grad_norm, "clip_grad_norm", low=0.0, open_low=True)
+        check_positive_int(self.checkpoint_every, "checkpoint_every")
+        if self.patience is not None:
+            check_positive_int(self.patience, "patience")
+        if self.lr_decay is not None:
+            check_number(
+                self.lr_decay, "lr_decay", low=0.0, high=1.0, open_low=True, open_high=True
+            )
+        check_positive_int(self.lr_patience, "lr_patience")
+        if self.max_steps is not None:
+            check_positive_int(self.max_steps, "max_steps")
 
 
 @dataclass
@@ -276,6 +301,8 @@ def fit(
     *,
     resume: str | Path | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    validate: Callable[[Any], dict[str, float]] | None = None,
+    checkpoint_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train``; resumable; checkpoints each epoch, on Ctrl-C and at the end.
 
@@ -286,9 +313,14 @@ def fit(
     Each step is ``loss.backward()``, one gradient norm (the non-finite check, reused by the
     clip) and ``optimizer.step()``. The parameters are collected once, after the
     ``on_fit_start`` hooks.
+
+    ``validate(valid) -> metrics`` runs after each epoch when ``valid`` is given (default: the
+    model's own ``validate``). ``checkpoint_meta`` (JSON-able: e.g. the run's recipe and data
+    framing) is written into every checkpoint's header.
     """
     config = config or TrainConfig()
-    _check_lr_schedule(config)
+    if validate is None:
+        validate = getattr(model, "validate", None)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = optimizer or build_optimizer(model, config)
@@ -318,6 +350,7 @@ def fit(
             rng_states=_rng_states(generator),
             train_state=asdict(state),
             train_config=asdict(config),
+            meta=checkpoint_meta,
         )
 
     hook = getattr(model, "on_fit_start", None)
@@ -359,9 +392,9 @@ def fit(
             metrics = {"epoch": float(state.epoch + 1)}
             if state.batch:
                 metrics["train_loss"] = state.epoch_loss_sum / state.batch
-            if valid is not None and hasattr(model, "validate"):
+            if valid is not None and validate is not None:
                 model.eval()
-                metrics.update(model.validate(valid))  # type: ignore[operator]
+                metrics.update(validate(valid))
                 model.train()
             state.epoch += 1
             state.batch = 0
@@ -395,14 +428,6 @@ def fit(
     for cb in callbacks:
         cb.on_fit_end(state)
     return TrainResult(state, last_path)
-
-
-def _check_lr_schedule(config: TrainConfig) -> None:
-    if config.lr_decay is not None and not 0.0 < config.lr_decay < 1.0:
-        raise InputError(
-            error_message("lr_decay", "a factor in (0, 1) or None", repr(config.lr_decay), "0.5")
-        )
-    check_positive_int(config.lr_patience, "lr_patience")
 
 
 def _plateau(

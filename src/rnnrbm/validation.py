@@ -7,8 +7,8 @@ callers can catch them the usual way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -21,11 +21,16 @@ __all__ = [
     "NonFiniteError",
     "as_data_tensor",
     "check_binary",
+    "check_choice",
+    "check_number",
     "check_positive_int",
     "check_probability",
     "error_message",
+    "parse_dtype",
     "resolve_device",
 ]
+
+_T = TypeVar("_T")
 
 
 def error_message(what: str, expected: str, got: str, fix: str) -> str:
@@ -197,6 +202,29 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> float:
+    """Return ``value`` as a float in the range ``[low, high]`` (either end open on request)."""
+    parts = [f"{'>' if open_low else '≥'} {low:g}"] if low is not None else []
+    parts += [f"{'<' if open_high else '≤'} {high:g}"] if high is not None else []
+    expected = "a number " + " and ".join(parts) if parts else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InputTypeError(error_message(name, expected, repr(value), "pass a number"))
+    v = float(value)
+    below = low is not None and (v < low or (open_low and v == low))
+    above = high is not None and (v > high or (open_high and v == high))
+    if below or above or v != v:
+        raise InputError(error_message(name, expected, repr(value), "change it"))
+    return v
+
+
 def check_probability(value: Any, name: str) -> float:
     """Return ``value`` as a float in [0, 1]."""
     try:
@@ -208,3 +236,28 @@ def check_probability(value: Any, name: str) -> float:
     if not 0.0 <= v <= 1.0:
         raise InputError(error_message(name, "a number in [0, 1]", repr(value), "clip it"))
     return v
+
+
+def _spoken(choices: Sequence[Any]) -> str:
+    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'``: the choices as a phrase of reprs."""
+    names = [repr(c) for c in choices]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def check_choice(value: Any, name: str, choices: Iterable[_T]) -> _T:
+    """Return ``value`` when it is one of ``choices`` (same type and equal), else raise
+    ``InputError`` naming them: ``name: expected 'a', 'b' or 'c', got 'x'. Fix: pick one``."""
+    options = tuple(choices)
+    for c in options:
+        if isinstance(value, type(c)) and value == c:
+            return c
+    raise InputError(error_message(name, _spoken(options), repr(value), "pick one"))
+
+
+_FLOAT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def parse_dtype(name: Any) -> torch.dtype:
+    """The ``torch.dtype`` named ``"float32"`` or ``"float64"`` (the names model configs and
+    checkpoints store), else ``InputError``: ``dtype: expected 'float32' or 'float64', …``."""
+    return _FLOAT_DTYPES[check_choice(name, "dtype", _FLOAT_DTYPES)]

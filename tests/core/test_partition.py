@@ -13,6 +13,7 @@ from rnnrbm.core.partition import (
     all_binary_states,
     base_rate_visible_bias,
     default_betas,
+    exact_is_affordable,
     log_partition_ais,
     log_partition_exact,
     log_partition_reverse_ais,
@@ -154,6 +155,20 @@ def test_exact_refuses_more_than_the_enumeration_limit():
     # Gaussian visibles always enumerate the hiddens, however few visibles there are.
     with pytest.raises(InputError, match=r"n_hidden=26.*Gaussian"):
         log_partition_exact(torch.zeros(2, 26), torch.zeros(2), torch.zeros(26), torch.zeros(2))
+
+
+def test_exact_is_affordable_is_the_one_auto_rule():
+    # the smaller layer is enumerated: ≤ 20 units and rows × 2^units ≤ 2^28
+    assert exact_is_affordable(88, 20) and not exact_is_affordable(88, 21)
+    assert exact_is_affordable(20, 500) and not exact_is_affordable(21, 500)
+    assert exact_is_affordable(88, 16, rows=2**12) and not exact_is_affordable(88, 16, 2**12 + 1)
+    assert exact_is_affordable(88, 20, rows=2**8) and not exact_is_affordable(88, 20, 2**8 + 1)
+    # Gaussian visibles: the hiddens are enumerated, however few visibles there are
+    assert exact_is_affordable(2, 20, gaussian=True) and not exact_is_affordable(
+        2, 21, gaussian=True
+    )
+    # within what log_partition_exact accepts
+    assert not exact_is_affordable(MAX_ENUMERATED_UNITS + 1, 100)
 
 
 def test_exact_rejects_mismatched_biases():

@@ -16,7 +16,7 @@ from scipy import stats
 from rnnrbm.core.rbm import hidden_mean, visible_mean
 from rnnrbm.models import DBM, DBN
 from rnnrbm.models.rbm import RBM
-from rnnrbm.models.registry import MODEL_TYPES
+from rnnrbm.registry import MODEL_TYPES
 from rnnrbm.validation import InputError
 
 
@@ -115,7 +115,7 @@ def test_dbm_conditionals_are_core_conditionals_with_offsets(sizes: list[int]) -
     L = len(sizes) - 1
     for layer in range(L + 1):
         got = model.layer_mean(layer, layers).detach()
-        # the core conditional with the top-down input as a per-example offset (DESIGN §1)
+        # the core conditional with the top-down input as a per-example offset (docs/design.md §1)
         if layer == 0:
             core = visible_mean(layers[1], W[0], b[0])
         else:

@@ -23,8 +23,8 @@ from rnnrbm.core.rbm import free_energy
 from rnnrbm.data.batching import SequenceBatches, pad_sequences
 from rnnrbm.models import SEQUENCE_MODELS, SequenceModel, build_sequence_model
 from rnnrbm.models.recurrence import RNNRecurrence
-from rnnrbm.models.registry import MODEL_TYPES
 from rnnrbm.models.sequence import FramePretraining, SequenceEpochs
+from rnnrbm.registry import MODEL_TYPES
 from rnnrbm.training import RowBatches, TrainConfig, fit
 from rnnrbm.validation import InputError
 
@@ -401,7 +401,8 @@ def test_builder_and_input_errors() -> None:
     # the RNN-RBM's recurrence is the paper's σ unless asked otherwise (the tutorial's tanh)
     assert build_sequence_model("rnn-rbm").recurrence.activation == "sigmoid"  # type: ignore[union-attr]
     assert build_sequence_model("rnn-rbm", activation="tanh").config()["activation"] == "tanh"
-    with pytest.raises(InputError, match="sequence model name: expected one of rnn-rbm"):
+    names = "'rnn-rbm', 'rtrbm', 'lstm-rtrbm' or 'rnn-nade'"
+    with pytest.raises(InputError, match=f"sequence model name: expected {names}, got 'rbm-rnn'"):
         build_sequence_model("rbm-rnn")
     with pytest.raises(InputError, match="n_recurrent for 'rtrbm': expected None"):
         build_sequence_model("rtrbm", n_recurrent=10)

@@ -17,7 +17,7 @@ from rnnrbm.music.midi import (
     MidiBounds,
     MidiFileError,
     MidiReadOptions,
-    atomic_write,
+    is_midi_path,
     read_midi,
     read_midi_folder,
     roll_to_midi,
@@ -290,20 +290,6 @@ def test_roll_to_midi_writes_one_note_per_held_run(tmp_path):
         roll_to_midi(roll, tmp_path / "x.mid", velocity=0)
 
 
-def test_atomic_write_keeps_old_file_on_failure(tmp_path):
-    target = tmp_path / "keep.mid"
-    target.write_bytes(b"old")
-
-    def broken(f):
-        f.write(b"partial")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_write(target, broken)
-    assert target.read_bytes() == b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.mid"]
-
-
 # --- corrupt inputs --------------------------------------------------------------------------
 
 
@@ -407,7 +393,7 @@ def test_bounds_are_configurable(tmp_path):
 def test_bad_options():
     with pytest.raises(InputError, match=r"frames_per_beat: expected an integer in 1\.\.96"):
         MidiReadOptions(frames_per_beat=0)
-    with pytest.raises(InputError, match="beat: expected one of"):
+    with pytest.raises(InputError, match="beat: expected 'meter' or 'quarter', got 'bar'"):
         MidiReadOptions(beat="bar")
 
 
@@ -432,6 +418,8 @@ def test_folder_read_skips_and_lists_bad_files(tmp_path):
     assert all(str(p) in reason for p, reason in skipped)
     with pytest.raises(InputError, match="folder: expected an existing directory"):
         read_midi_folder(tmp_path / "nope")
+    assert is_midi_path("x.MIDI") and is_midi_path(tmp_path / "a.mid")
+    assert not is_midi_path("x.mid.txt") and not is_midi_path("jsb:test:3")
 
 
 def test_fuzzed_files_never_escape_as_other_exceptions(tmp_path):

@@ -56,7 +56,7 @@ def test_roll_to_frames_random_round_trip():
 
 def test_notes_to_roll_rejects_out_of_range_pitch():
     with pytest.raises(
-        InputError, match=r"frames: expected MIDI pitches in 21\.\.108.*pitch 20 in"
+        InputError, match=r"frames: expected MIDI notes in 21\.\.108.*note 20 in frame 1"
     ):
         notes_to_roll([[60], [20]])
 

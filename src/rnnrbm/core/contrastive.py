@@ -7,8 +7,8 @@ For a (conditional) RBM the log-likelihood gradient is ``−∂F(v_data)/∂θ +
     L = mean_n F(v_data,n; b_n) − mean_m F(v_neg,m; b_m)
 
 whose gradient w.r.t. W and the biases — and, through per-frame biases, w.r.t. a recurrence — is
-exactly the CD/PCD update (DESIGN §1). Positive and negative rows go through ONE stacked
-free-energy call so the forward and backward passes are one large GEMM each (DESIGN §6).
+exactly the CD/PCD update (docs/design.md §1). Positive and negative rows go through ONE stacked
+free-energy call so the forward and backward passes are one large GEMM each (docs/design.md §6).
 """
 
 from __future__ import annotations

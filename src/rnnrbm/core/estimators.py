@@ -1,6 +1,6 @@
 """Frame estimators: a distribution over one binary frame whose biases may be offset per example.
 
-``RBMFrame`` is the conditional RBM of DESIGN §1: parameters ``W, b_v, b_h`` (and ``log_sigma``
+``RBMFrame`` is the conditional RBM (docs/design.md §1): parameters ``W, b_v, b_h`` (+ ``log_sigma``
 for Gaussian visibles) plus optional per-example *offsets* ``(Δb_v (N, n_v), Δb_h (N, n_h))``
 from a recurrence. A plain RBM is the case ``offsets=None``. ``NADEFrame`` is the exact, tractable
 alternative with the same interface (RNN-NADE).
@@ -17,6 +17,7 @@ from rnnrbm.core import partition
 from rnnrbm.core.contrastive import contrastive_loss, negative_samples
 from rnnrbm.core.nade import nade_expected_visible, nade_log_prob, nade_sample
 from rnnrbm.core.rbm import GibbsState, free_energy, gibbs_chain, hidden_mean
+from rnnrbm.validation import check_choice
 
 __all__ = ["FrameEstimator", "LogProb", "NADEFrame", "Offsets", "RBMFrame"]
 
@@ -35,7 +36,7 @@ class LogProb(NamedTuple):
 
 
 class FrameEstimator(Protocol):
-    """What a temporal model needs from a per-frame distribution (DESIGN §3)."""
+    """What a temporal model needs from a per-frame distribution (docs/design.md §3)."""
 
     n_visible: int
 
@@ -112,10 +113,7 @@ class RBMFrame(_OffsetBiases):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        if visible not in ("bernoulli", "gaussian"):
-            raise ValueError(
-                f"visible: expected 'bernoulli' or 'gaussian', got {visible!r}. Fix: pick one"
-            )
+        check_choice(visible, "visible", ("bernoulli", "gaussian"))
         self.n_visible, self.n_hidden, self.visible, self.k = n_visible, n_hidden, visible, k
         dtype = dtype or torch.get_default_dtype()
         w = torch.randn(n_visible, n_hidden, generator=generator, dtype=dtype) * init_std
@@ -162,15 +160,13 @@ class RBMFrame(_OffsetBiases):
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, str]:
         """``(log Z, s.e., estimator)`` per bias row (float64)."""
-        if method == "ais":
+        if check_choice(method, "method", ("exact", "ais")) == "ais":
             res = self._ais(offsets, n_runs, n_betas, base_visible_bias, generator)
             return res.log_z, res.log_z_se, f"ais(runs={n_runs}, betas={n_betas})"
-        if method == "exact":
-            b_v, b_h = self.biases(offsets)
-            with torch.no_grad():
-                log_z = partition.log_partition_exact(self.W, b_v, b_h, self.log_sigma)
-            return log_z, torch.zeros_like(log_z), "exact"
-        raise ValueError(f"method: expected 'exact' or 'ais', got {method!r}. Fix: pick one")
+        b_v, b_h = self.biases(offsets)
+        with torch.no_grad():
+            log_z = partition.log_partition_exact(self.W, b_v, b_h, self.log_sigma)
+        return log_z, torch.zeros_like(log_z), "exact"
 
     def _ais(
         self,
@@ -343,8 +339,7 @@ class NADEFrame(_OffsetBiases):
 
         NADE is normalised, so ``method="ais"`` (and its options) also returns the exact value:
         a sequence model can then be evaluated with one call whatever its frame estimator."""
-        if method not in ("exact", "ais"):
-            raise ValueError(f"method: expected 'exact' or 'ais', got {method!r}. Fix: pick one")
+        check_choice(method, "method", ("exact", "ais"))
         with torch.no_grad():
             value = self._log_prob(v, offsets).double()
         return LogProb(value, torch.zeros_like(value), "exact")

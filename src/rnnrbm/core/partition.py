@@ -6,7 +6,9 @@ function takes the weights ``W (n_v, n_h)`` shared by ``R`` RBMs whose biases ar
 Visible units are Bernoulli when ``log_sigma is None``, else Gaussian with ``σ = exp(log_sigma)``.
 
 * ``log_partition_exact`` enumerates the smaller layer (always the hiddens for Gaussian visibles,
-  whose integral is analytic) in chunks and sums in float64 with logsumexp.
+  whose integral is analytic) in chunks and sums in float64 with logsumexp. It accepts up to
+  ``MAX_ENUMERATED_UNITS`` = 25 enumerated units; ``exact_is_affordable`` is the one rule by
+  which every ``method="auto"`` chooses it over AIS (≤ 20 units and ``rows × 2^units ≤ 2^28``).
 * ``log_partition_ais`` is annealed importance sampling (Neal 2001) between a base-rate RBM ``A``
   (``W = 0``) and the target ``B`` (Salakhutdinov & Murray 2008, "On the quantitative analysis of
   deep belief networks", §4). It is unbiased for ``Z`` and so underestimates ``log Z`` on average.
@@ -48,12 +50,15 @@ __all__ = [
     "all_binary_states",
     "base_rate_visible_bias",
     "default_betas",
+    "exact_is_affordable",
     "log_partition_ais",
     "log_partition_exact",
     "log_partition_reverse_ais",
 ]
 
 MAX_ENUMERATED_UNITS = 25  # 2^25 ≈ 3.4e7 states per bias row: seconds, not hours
+AFFORDABLE_UNITS = 20  # "auto" enumerates a layer of ≤ 20 units …
+AFFORDABLE_WORK = 2**28  # … when bias rows × 2^units stays within this (seconds on a CPU)
 _LN2 = math.log(2.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _softplus = torch._C._nn.softplus  # the out= variant of F.softplus(x, beta, threshold)
@@ -89,6 +94,20 @@ def all_binary_states(
     idx = torch.arange(start, stop, dtype=torch.int64, device=device)
     shifts = torch.arange(n - 1, -1, -1, dtype=torch.int64, device=device)
     return ((idx[:, None] >> shifts) & 1).to(dtype)
+
+
+def exact_is_affordable(
+    n_visible: int, n_hidden: int, rows: int = 1, *, gaussian: bool = False
+) -> bool:
+    """Whether ``method="auto"`` computes ``log Z`` exactly rather than by AIS.
+
+    True when the enumerated layer — the smaller one, or the hiddens for ``gaussian`` visibles —
+    has at most 20 units and ``rows × 2^units ≤ 2^28``; ``rows`` is the number of bias rows
+    (frames of a temporal model, each with its own ``log Z``; 1 for a plain RBM, whose one
+    ``log Z`` serves every row). Then ``log_partition_exact`` takes seconds on a CPU.
+    """
+    units = n_hidden if gaussian else min(n_visible, n_hidden)
+    return units <= AFFORDABLE_UNITS and rows * 2**units <= AFFORDABLE_WORK
 
 
 def log_partition_exact(

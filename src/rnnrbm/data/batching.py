@@ -1,6 +1,6 @@
 """Batches of piano-roll sequences: chunking, padding with masks, seeded reproducible shuffles.
 
-Shapes are batch-first (DESIGN §3): a batch is ``(B, T_max, n)`` float, its mask ``(B, T_max)``
+Batch-first shapes (docs/design.md §3): a batch is ``(B, T_max, n)`` float, its mask ``(B, T_max)``
 bool with ``mask[b, t]`` true on real frames. Padding frames are all-zero; models must ignore
 them through the mask.
 

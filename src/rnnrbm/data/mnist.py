@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnrbm.data.images import ImageSet
-from rnnrbm.validation import DataFormatError, InputError, error_message
+from rnnrbm.validation import DataFormatError, check_choice, error_message
 
 __all__ = ["IDX_TYPES", "load_mnist", "mnist_paths", "read_idx"]
 
@@ -99,8 +99,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 def mnist_paths(directory: str | os.PathLike[str], split: str = "train") -> tuple[Path, Path]:
     """``(images, labels)`` paths of ``split`` in ``directory`` under any standard name."""
-    if split not in _PREFIX:
-        raise InputError(error_message("split", "'train' or 'test'", repr(split), "pick one"))
+    check_choice(split, "split", _PREFIX)
     folder = Path(directory)
     if not folder.is_dir():
         raise FileNotFoundError(

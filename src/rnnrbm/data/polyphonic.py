@@ -3,7 +3,8 @@
 A dataset is ``{"train"|"valid"|"test": [sequence: [frame: [MIDI note numbers 21..108]]]}``,
 stored as gzipped JSON (``*.json.gz``) or as the original Python-2 pickle (read through
 :mod:`rnnrbm.data.safe_pickle`, which never executes code). Loading validates every note and
-returns piano rolls: one ``(T, 88)`` bool array per sequence, column ``k`` = MIDI note ``21 + k``.
+returns piano rolls: one ``(T, 88)`` bool array per sequence, column ``k`` = MIDI note ``21 + k``
+(``music.pianoroll.notes_to_roll``, re-exported here, converts one sequence of such frames).
 
 Reference sizes (sequences and frames per split, from ``shared/data/polyphonic/README.md``)
 are in :data:`REFERENCE_SIZES`; ``load_polyphonic`` does not enforce them, the tests do.
@@ -26,12 +27,11 @@ from typing import Any, NoReturn
 import numpy as np
 
 from rnnrbm.data.safe_pickle import safe_loads
+from rnnrbm.music.pianoroll import HIGHEST_PITCH, LOWEST_PITCH, notes_to_roll
 from rnnrbm.validation import DataFormatError, InputError, InputTypeError, error_message
 
 __all__ = [
     "DATASETS",
-    "LOWEST_NOTE",
-    "N_KEYS",
     "REFERENCE_SIZES",
     "SPLITS",
     "PolyphonicDataset",
@@ -40,8 +40,6 @@ __all__ = [
     "notes_to_roll",
 ]
 
-LOWEST_NOTE = 21  # MIDI A0, column 0 of a roll
-N_KEYS = 88  # A0..C8 = MIDI 21..108
 SPLITS = ("train", "valid", "test")
 ENV_VAR = "RNNRBM_DATA"
 
@@ -100,33 +98,6 @@ class PolyphonicDataset:
         return f"PolyphonicDataset({self.name!r}, {sizes})"
 
 
-def notes_to_roll(frames: Sequence[Sequence[int]]) -> np.ndarray:
-    """Frames of MIDI note numbers (21..108) → ``(T, 88)`` bool roll, by fancy indexing."""
-    lengths = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
-    notes = np.array(list(chain.from_iterable(frames)))
-    if notes.size and notes.dtype.kind not in "iu":
-        raise InputTypeError(
-            error_message("frames", "integer MIDI note numbers", f"dtype {notes.dtype}", "round")
-        )
-    notes = notes.astype(np.int64)
-    if notes.size and (notes.min() < LOWEST_NOTE or notes.max() >= LOWEST_NOTE + N_KEYS):
-        raise InputError(
-            error_message(
-                "frames",
-                "MIDI notes in 21..108",
-                f"range {notes.min()}..{notes.max()}",
-                "drop or transpose notes outside the piano",
-            )
-        )
-    return _roll(notes, lengths)
-
-
-def _roll(notes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    roll = np.zeros((len(lengths), N_KEYS), dtype=bool)
-    roll[np.repeat(np.arange(len(lengths)), lengths), notes - LOWEST_NOTE] = True
-    return roll
-
-
 # ---------------------------------------------------------------------------------- validation
 
 
@@ -155,7 +126,7 @@ def _locate(source: str, split: str, seqs: Sequence[Any]) -> NoReturn:
                 if type(note) is not int:  # bool is a subclass of int but not a note
                     nest = " (nesting one level too deep)" if isinstance(note, list | tuple) else ""
                     _fail(at, "integer MIDI note numbers", f"{type(note).__name__} {note!r}{nest}")
-                if not LOWEST_NOTE <= note < LOWEST_NOTE + N_KEYS:
+                if not LOWEST_PITCH <= note <= HIGHEST_PITCH:
                     _fail(
                         at,
                         "MIDI notes in 21..108 (the 88 piano keys)",
@@ -175,19 +146,13 @@ def _split_to_rolls(source: str, split: str, seqs: Any) -> list[np.ndarray]:
     ok = set(map(type, seqs)) <= {list, tuple} and all(map(len, seqs))
     frames = list(chain.from_iterable(seqs)) if ok else []
     ok = ok and set(map(type, frames)) <= {list, tuple}
-    flat = list(chain.from_iterable(frames)) if ok else []
-    ok = ok and set(map(type, flat)) <= {int}
-    if ok:
-        try:
-            notes = np.array(flat, dtype=np.int64)
-        except OverflowError:
-            ok = False
-    if ok and notes.size:
-        ok = bool(notes.min() >= LOWEST_NOTE) and bool(notes.max() < LOWEST_NOTE + N_KEYS)
-    if not ok:
+    ok = ok and set(map(type, chain.from_iterable(frames))) <= {int}
+    try:
+        roll = notes_to_roll(frames) if ok else None
+    except (InputError, InputTypeError):  # a note off the piano, or an int beyond int64
+        roll = None
+    if roll is None:
         _locate(source, split, seqs)
-    lengths = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
-    roll = _roll(notes, lengths)
     # The sequences are views into the split's one (n_frames, 88) roll: no per-sequence copies.
     return np.split(roll, np.cumsum([len(s) for s in seqs])[:-1])
 

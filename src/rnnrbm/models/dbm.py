@@ -1,4 +1,4 @@
-"""DBM: a deep Boltzmann machine built on the conditional-RBM core (DESIGN §1, §3).
+"""DBM: a deep Boltzmann machine built on the conditional-RBM core (docs/design.md §1, §3).
 
 Salakhutdinov & Hinton (2009, "Deep Boltzmann Machines", AISTATS; "S&H"): Bernoulli layers
 ``0`` (visible), ``1 … L`` with energy ``E = −Σ_l h^l·b^l − Σ_{l=1..L} h^{l−1}ᵀ W^l h^l``. Only
@@ -64,19 +64,17 @@ from rnnrbm.core.rbm import (
     visible_preactivation,
 )
 from rnnrbm.models.rbm import Method, cd_loss, check_method
-from rnnrbm.models.registry import register_model
 from rnnrbm.models.stack import LayerStack, layer_sizes, train, train_greedily
-from rnnrbm.validation import InputError, check_positive_int, error_message
+from rnnrbm.registry import register_model
+from rnnrbm.validation import (
+    InputError,
+    check_choice,
+    check_positive_int,
+    error_message,
+    parse_dtype,
+)
 
 __all__ = ["DBM"]
-
-
-def _torch_dtype(name: str) -> torch.dtype:
-    """The floating-point ``torch.dtype`` named ``name`` (``"float32"`` / ``"float64"``)."""
-    dtype = getattr(torch, name, None) if isinstance(name, str) else None
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise InputError(error_message("dtype", "'float32' or 'float64'", repr(name), "pick one"))
-    return dtype
 
 
 def _entropy(p: Tensor) -> Tensor:
@@ -176,7 +174,7 @@ class DBM(LayerStack):
         check_positive_int(k, "k")
         check_positive_int(n_chains, "n_chains")
         check_positive_int(mean_field_steps, "mean_field_steps")
-        torch_dtype = _torch_dtype(dtype)
+        torch_dtype = parse_dtype(dtype)
         self._config: dict[str, Any] = {
             "n_visible": n_visible,
             "hidden": sizes[1:],
@@ -253,7 +251,7 @@ class DBM(LayerStack):
 
         A middle layer is the core hidden conditional of the RBM below it with the top-down
         input as a per-example bias offset: ``hidden_mean(h^{l−1}, W^l, b^l + h^{l+1} W^{l+1}ᵀ)``
-        (DESIGN §1); the top layer has no offset; the visible layer is ``visible_mean``."""
+        (docs/design.md §1); the top layer has no offset; the visible layer is ``visible_mean``."""
         if layer == 0:
             return visible_mean(states[1], self.W[0], self.b[0])
         bias = self.b[layer]
@@ -505,26 +503,26 @@ class DBM(LayerStack):
     ) -> tuple[Tensor, Tensor, str]:
         """``(log Z, s.e., estimator)`` as float64 scalars.
 
-        ``"exact"`` enumerates the smaller side of the bipartite RBM (≤ 25 units). ``"ais"``
+        ``"exact"`` enumerates the smaller side of the bipartite RBM (choose it when
+        ``core.partition.exact_is_affordable`` holds for the even and odd layer sizes). ``"ais"``
         anneals the odd layers with the even layers summed out (see the module doc)."""
+        check_choice(method, "method", ("exact", "ais"))
         with torch.no_grad():
             W, b_e, b_o = self.bipartite()
             if method == "exact":
                 log_z = log_partition_exact(W, b_e, b_o)
                 return log_z, torch.zeros_like(log_z), "exact"
-            if method == "ais":
-                res = log_partition_ais(
-                    W.T.contiguous(),
-                    b_o,
-                    b_e,
-                    n_runs=n_runs,
-                    n_betas=n_betas,
-                    base_visible_bias=self.base_odd_bias,
-                    generator=generator,
-                )
-                how = f"ais(runs={n_runs}, betas={n_betas}, odd layers annealed)"
-                return res.log_z[0], res.log_z_se[0], how
-        raise InputError(error_message("method", "'exact' or 'ais'", repr(method), "pick one"))
+            res = log_partition_ais(
+                W.T.contiguous(),
+                b_o,
+                b_e,
+                n_runs=n_runs,
+                n_betas=n_betas,
+                base_visible_bias=self.base_odd_bias,
+                generator=generator,
+            )
+        how = f"ais(runs={n_runs}, betas={n_betas}, odd layers annealed)"
+        return res.log_z[0], res.log_z_se[0], how
 
     def elbo(self, X: Any, *, steps: int = 100, tol: float = 1e-6) -> Tensor:
         """Unnormalised variational bound ``log p*(v) ≥ −F(v, μ², …) + H(q_even)``, ``(N,)``
@@ -588,7 +586,8 @@ class DBM(LayerStack):
         """Per-row ``log p(v)`` in nats (``log_partition``: a precomputed result of
         ``self.log_partition(method, …)`` to reuse).
 
-        ``"exact"``: exact (even hidden layers ≤ 25 units summed by enumeration, exact ``log Z``).
+        ``"exact"``: exact (even hidden layers summed by enumeration, at most
+        ``core.partition.MAX_ENUMERATED_UNITS`` units; exact ``log Z``).
         ``"ais"``: the variational lower bound ``elbo(X) − log Z`` with ``log Z`` from AIS —
         an estimate of a lower bound; ``se`` is the s.e. of ``log Z`` (the AIS estimate of
         ``log Z`` is itself biased low, so the bound can be optimistic when AIS misses modes)."""

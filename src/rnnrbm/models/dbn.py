@@ -1,4 +1,4 @@
-"""DBN: a deep belief net stacked from the conditional-RBM core (DESIGN §1, §3).
+"""DBN: a deep belief net stacked from the conditional-RBM core (docs/design.md §1, §3).
 
 Hinton, Osindero & Teh (2006): a stack of core RBMs (``models.rbm.RBM``) trained greedily, layer
 ``l`` on the up-pass probabilities of layer ``l − 1``, each through the shared ``training.fit``
@@ -33,8 +33,8 @@ from rnnrbm.core.rbm import (
     visible_preactivation,
 )
 from rnnrbm.models.rbm import RBM, Method, ais_options, check_method
-from rnnrbm.models.registry import register_model
 from rnnrbm.models.stack import LayerStack, layer_sizes, train, train_greedily
+from rnnrbm.registry import register_model
 from rnnrbm.validation import InputError, as_data_tensor, check_positive_int, error_message
 
 __all__ = ["DBN"]
@@ -331,8 +331,9 @@ class DBN(LayerStack):
         n_betas: int = 1000,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, str]:
-        """``(log Z, s.e., estimator)`` of the top RBM, float64 scalars: exact (a layer ≤ 25
-        units) or AIS from the base rate of the up-pass it was trained on."""
+        """``(log Z, s.e., estimator)`` of the top RBM, float64 scalars: ``"exact"`` (choose it
+        when ``core.partition.exact_is_affordable`` holds) or AIS from the base rate of the
+        up-pass it was trained on."""
         top = self.layers[-1]
         options = ais_options(method, n_runs, n_betas, generator, top.base_visible_bias)
         log_z, se, how = top.frame.log_partition(None, method, **options)

@@ -25,13 +25,15 @@ from rnnrbm.core.monitors import (
     reconstruction_cross_entropy,
 )
 from rnnrbm.core.partition import base_rate_visible_bias
-from rnnrbm.models.registry import register_model
+from rnnrbm.registry import register_model
 from rnnrbm.validation import (
     InputError,
     as_data_tensor,
     check_binary,
+    check_choice,
     check_positive_int,
     error_message,
+    parse_dtype,
 )
 
 __all__ = ["RBM", "GaussianBernoulliRBM"]
@@ -41,8 +43,7 @@ Method = Literal["cd", "pcd"]
 
 def check_method(method: str, name: str = "method") -> None:
     """Raise unless ``method`` is ``"cd"`` or ``"pcd"`` (the RBM's and the deep stacks')."""
-    if method not in ("cd", "pcd"):
-        raise InputError(error_message(name, "'cd' or 'pcd'", repr(method), "pick one"))
+    check_choice(method, name, ("cd", "pcd"))
 
 
 def cd_loss(
@@ -167,11 +168,7 @@ class RBM(Checkpointable, nn.Module):
         check_positive_int(k, "k")
         check_positive_int(n_chains, "n_chains")
         check_method(method)
-        torch_dtype = getattr(torch, dtype, None)
-        if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
-            raise InputError(
-                error_message("dtype", "'float32' or 'float64'", repr(dtype), "pick one")
-            )
+        torch_dtype = parse_dtype(dtype)
         self._config = {
             "n_visible": n_visible,
             "n_hidden": n_hidden,
@@ -353,7 +350,8 @@ class RBM(Checkpointable, nn.Module):
         n_betas: int = 1000,
         generator: torch.Generator | None = None,
     ) -> LogProb:
-        """Per-row ``log p(x)`` in nats: exact (≤ 25 units in one layer) or by AIS ± s.e."""
+        """Per-row ``log p(x)`` in nats: ``"exact"`` (choose it when
+        ``core.partition.exact_is_affordable`` holds) or ``"ais"`` ± s.e."""
         v = self._check(X, "X")
         options = ais_options(method, n_runs, n_betas, generator, self.base_visible_bias)
         return self.frame.log_prob(v, None, method, **options)

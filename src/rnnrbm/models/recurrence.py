@@ -1,20 +1,20 @@
 """Bias recurrences: read frames ``< t`` and emit the frame estimator's bias offsets at ``t``.
 
-A temporal model (DESIGN §1) is a recurrence plus a frame estimator. The recurrence carries a
+A temporal model (docs/design.md §1) is a recurrence + a frame estimator. The recurrence carries a
 state ``s(t)`` that has read ``v(1..t)``; the offsets for frame ``t`` are a linear map of
 ``s(t−1)``, so they depend *only* on the past (causality) and ``s(0)`` is a learned initial
 state (û(0) in Boulanger-Lewandowski, Bengio & Vincent 2012, "BL2012" below).
 
 * :class:`RNNRecurrence` — RNN-RBM / RNN-NADE (BL2012 §3–4):
   ``û(t) = act(W₂ v(t) + W₃ û(t−1) + b_û)``, ``Δb_v(t) = W_uv û(t−1)``, ``Δb_h(t) = W_uh û(t−1)``.
-* :class:`LSTMRecurrence` — LSTM-RTRBM (Lyu, Wu, Zhu & Zhu 2015): an LSTM state ``h(t−1)`` in
+* :class:`LSTMRecurrence` — LSTM-RTRBM (Lyu, Wu, Zhu & Meng 2015): an LSTM state ``h(t−1)`` in
   place of ``û(t−1)``; the LSTM reads ``v(t)``.
 * :class:`MeanFieldRecurrence` — RTRBM (Sutskever, Hinton & Taylor 2009, as written in BL2012
   §3): ``ĥ(t) = σ(W v(t) + b_h(t))`` is the frame estimator's own mean-field hidden expectation
   *under its time-varying bias*, and ``b_h(t) = b_h + W′ ĥ(t−1)``, ``b_v(t) = b_v + W″ ĥ(t−1)``.
   BL2012 includes the visible term ``W″``; ``visible_offsets=False`` drops it (Δb_v = 0).
 
-Speed (DESIGN §6): the tanh RNN and the LSTM run as one fused ``torch.nn.RNN``/``nn.LSTM`` call
+Speed (docs/design.md §6): the tanh RNN and LSTM run as one fused ``torch.nn.RNN``/``nn.LSTM`` call
 over ``(B, T)`` — no Python loop over time — and the output map for every frame is ONE matmul over
 ``B·T`` rows; the sigmoid RNN runs on the same fused tanh kernel (σ(a) = (1 + tanh(a/2))/2).
 The mean-field recurrence needs a Python loop over ``t`` (batched over ``B``): ĥ(t) needs the
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnrbm.core.estimators import FrameEstimator
-from rnnrbm.validation import InputError, error_message
+from rnnrbm.validation import InputError, check_choice, error_message
 
 __all__ = ["BiasRecurrence", "LSTMRecurrence", "MeanFieldRecurrence", "RNNRecurrence"]
 
@@ -54,7 +54,7 @@ def _init_(params: list[Tensor], std: float, generator: torch.Generator | None) 
 
 
 class BiasRecurrence(nn.Module):
-    """Base class: frames ``< t`` → offsets at ``t`` (DESIGN §3).
+    """Base class: frames ``< t`` → offsets at ``t`` (docs/design.md §3).
 
     Subclasses define the state (``initial_state``, ``step``) and ``state_output`` (the vector
     the offsets are read from). The output map is one bias-free linear layer whose output is
@@ -189,10 +189,7 @@ class RNNRecurrence(_FusedRecurrence):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(n_visible, n_recurrent)
-        if activation not in ("tanh", "sigmoid"):
-            raise InputError(
-                error_message("activation", "'tanh' or 'sigmoid'", repr(activation), "pick one")
-            )
+        check_choice(activation, "activation", ("tanh", "sigmoid"))
         self.activation = activation
         self.rnn = nn.RNN(n_visible, n_recurrent, batch_first=True, dtype=dtype, device=device)
         self.u0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))

@@ -1,4 +1,4 @@
-"""Temporal models = a bias recurrence + a frame estimator (DESIGN §1), and their four builders.
+"""Temporal models = a recurrence + a frame estimator (docs/design.md §1), and their four builders.
 
 ``SequenceModel(recurrence, estimator)`` gives every frame ``t`` of every sequence its own biases
 ``b + Δb(t)`` from the recurrence (which reads frames ``< t`` only) and models the frame with the
@@ -9,7 +9,8 @@ call**:
   with detached negatives ``v⁻`` (k = 15 Gibbs steps by default, as in Boulanger-Lewandowski,
   Bengio & Vincent 2012 §5, "BL2012"); autograd carries its gradient through ``b_t`` into the
   recurrence — BPTT as in the paper. ``log_prob`` is ``−F(v_t; b_t) − log Z(b_t)`` with ``log Z``
-  exact (a layer ≤ 25 units) or from one batched AIS run over all frames.
+  exact (affordable when ``core.partition.exact_is_affordable`` holds, rows = frames) or from
+  one batched AIS run over all frames.
 * NADE frames (RNN-NADE, BL2012 §4): exact ``−mean log p(v_t | v_<t)``.
 
 Batches are ``(rolls (B, T, n_v) float, mask (B, T) bool)`` as yielded by
@@ -39,14 +40,22 @@ import torch
 from torch import Tensor, nn
 
 from rnnrbm.core.estimators import FrameEstimator, LogProb, NADEFrame, RBMFrame
+from rnnrbm.core.partition import exact_is_affordable
 from rnnrbm.models.recurrence import (
     BiasRecurrence,
     LSTMRecurrence,
     MeanFieldRecurrence,
     RNNRecurrence,
 )
-from rnnrbm.models.registry import register_model
-from rnnrbm.validation import InputError, InputTypeError, check_positive_int, error_message
+from rnnrbm.registry import register_model
+from rnnrbm.validation import (
+    InputError,
+    InputTypeError,
+    check_choice,
+    check_positive_int,
+    error_message,
+    parse_dtype,
+)
 
 __all__ = [
     "LSTMRTRBM",
@@ -64,7 +73,7 @@ Batch = tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor] | Tensor
 
 
 class SequenceModel(nn.Module):
-    """A recurrence that emits per-frame bias offsets + a frame estimator (DESIGN §3).
+    """A recurrence that emits per-frame bias offsets + a frame estimator (docs/design.md §3).
 
     Parameters
     ----------
@@ -193,19 +202,26 @@ class SequenceModel(nn.Module):
         return self.estimator.loss(frames, None, generator=generator), {}
 
     def validate(self, valid: Batch | Iterable[Batch]) -> dict[str, float]:
-        """``nll_per_frame`` (flat mean over real frames, nats) when it is exact and cheap:
-        NADE frames, or RBM frames with a layer ≤ 12 units; otherwise no metric (AIS per epoch
-        is too slow to monitor — evaluate with ``log_prob(..., method="ais")``)."""
-        est = self.estimator
-        if isinstance(est, RBMFrame) and min(est.n_visible, est.n_hidden) > 12:
+        """``nll_per_frame`` (flat mean over real frames, nats) when it is exact: NADE frames,
+        or RBM frames when ``core.partition.exact_is_affordable`` holds (rows = the real frames
+        of ``valid``); otherwise no metric (AIS per epoch is too slow to monitor — evaluate
+        with ``log_prob(..., method="ais")``)."""
+        if not self._exact_is_affordable(1):  # too large whatever the data
             return {}
-        batches = [valid] if isinstance(valid, Tensor | tuple) else valid
-        total, count = 0.0, 0
-        for b in batches:
-            lp = self.log_prob(b)
-            total += float(lp.value.sum())
-            count += int(self._unpack(b)[2].sum())
+        batches = [valid] if isinstance(valid, Tensor | tuple) else list(valid)
+        count = sum(int(self._unpack(b)[2].sum()) for b in batches)
+        if not self._exact_is_affordable(count):
+            return {}
+        total = sum(float(self.log_prob(b).value.sum()) for b in batches)
         return {"nll_per_frame": -total / max(count, 1)}
+
+    def _exact_is_affordable(self, rows: int) -> bool:
+        """``core.partition.exact_is_affordable`` for ``rows`` frames (NADE: always exact)."""
+        est = self.estimator
+        if not isinstance(est, RBMFrame):
+            return True
+        gaussian = est.visible == "gaussian"
+        return exact_is_affordable(est.n_visible, est.n_hidden, rows, gaussian=gaussian)
 
     # ----------------------------------------------------------------- evaluation
     def log_prob(
@@ -217,7 +233,8 @@ class SequenceModel(nn.Module):
         """``log p(v_t | v_<t)`` per frame, ``value``/``se`` of shape ``(B, T)`` (float64, nats).
 
         Padded (and, in a carried-state batch, context) positions hold 0 (value and s.e.). RBM
-        frames: ``"exact"`` enumerates a layer of ≤ 25 units; ``"ais"`` runs ONE batched AIS over
+        frames: ``"exact"`` enumerates the smaller layer per frame (choose it when
+        ``core.partition.exact_is_affordable`` holds); ``"ais"`` runs ONE batched AIS over
         every scored frame (options ``n_runs``, ``n_betas``, ``base_visible_bias``,
         ``generator``). NADE frames are always exact.
         """
@@ -343,11 +360,7 @@ def _setup(
     """Validate a builder's config; return its seeded generator and torch dtype."""
     for name in positive:
         check_positive_int(config[name], name)
-    dtype = config["dtype"]
-    torch_dtype = getattr(torch, str(dtype), None)
-    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
-        raise InputError(error_message("dtype", "'float32' or 'float64'", repr(dtype), "pick one"))
-    return torch.Generator().manual_seed(int(config["seed"])), torch_dtype
+    return torch.Generator().manual_seed(int(config["seed"])), parse_dtype(config["dtype"])
 
 
 def _rbm_frame(
@@ -549,15 +562,7 @@ def build_sequence_model(
     class (``activation``, ``init_std``, ``recurrent_init_std``, ``seed``, ``dtype``,
     ``device``, ``visible_offsets`` for rtrbm, ``checkpoint`` for rnn-nade).
     """
-    if name not in SEQUENCE_MODELS:
-        raise InputError(
-            error_message(
-                "sequence model name",
-                f"one of {', '.join(SEQUENCE_MODELS)}",
-                repr(name),
-                "pick one of those",
-            )
-        )
+    check_choice(name, "sequence model name", SEQUENCE_MODELS)
     kwargs: dict[str, Any] = {"n_visible": n_visible, "n_hidden": n_hidden, **options}
     for arg, value, default, unused_by in (
         ("n_recurrent", n_recurrent, 100, "rtrbm"),

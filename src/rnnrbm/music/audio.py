@@ -18,9 +18,10 @@ from typing import BinaryIO, Literal, NamedTuple
 
 import numpy as np
 
-from rnnrbm.music.midi import MAX_FRAMES_PER_BEAT, atomic_write, roll_to_pretty_midi
+from rnnrbm.files import atomic_write
+from rnnrbm.music.midi import MAX_FRAMES_PER_BEAT, roll_to_pretty_midi
 from rnnrbm.music.pianoroll import check_roll, roll_to_notes
-from rnnrbm.validation import InputError, error_message
+from rnnrbm.validation import InputError, check_choice, error_message
 
 __all__ = ["HARMONICS", "Rendered", "SynthesizerUnavailableError", "render_wav", "synthesize"]
 
@@ -146,10 +147,7 @@ def render_wav(
     else additive). Returns ``Rendered(path, duration_seconds)``.
     """
     roll = check_roll(roll)
-    if synth not in ("auto", "additive", "fluidsynth"):
-        raise InputError(
-            error_message("synth", "'auto', 'additive' or 'fluidsynth'", repr(synth), "pick one")
-        )
+    check_choice(synth, "synth", ("auto", "additive", "fluidsynth"))
     if not isinstance(sample_rate, int) or not 4000 <= sample_rate <= 192000:
         raise InputError(
             error_message("sample_rate", "an integer in 4000..192000 Hz", repr(sample_rate), "fix")

@@ -25,17 +25,16 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 import mido
 import numpy as np
 import pretty_midi
 
+from rnnrbm.files import atomic_write
 from rnnrbm.music.pianoroll import (
     HIGHEST_PITCH,
     LOWEST_PITCH,
@@ -47,7 +46,7 @@ from rnnrbm.music.pianoroll import (
     roll_to_notes,
     shift_to_c,
 )
-from rnnrbm.validation import DataFormatError, InputError, error_message
+from rnnrbm.validation import DataFormatError, InputError, check_choice, error_message
 
 __all__ = [
     "MAX_FRAMES_PER_BEAT",
@@ -55,7 +54,7 @@ __all__ = [
     "MidiFileError",
     "MidiReadOptions",
     "MidiRoll",
-    "atomic_write",
+    "is_midi_path",
     "read_midi",
     "read_midi_folder",
     "roll_to_midi",
@@ -132,8 +131,7 @@ class MidiReadOptions:
             ("beat", self.beat, ("meter", "quarter")),
             ("key_from", self.key_from, ("auto", "signature", "estimate")),
         ):
-            if value not in allowed:
-                raise InputError(error_message(name, f"one of {allowed}", repr(value), "pick one"))
+            check_choice(value, name, allowed)
 
 
 @dataclass
@@ -468,6 +466,11 @@ def read_midi(path: str | os.PathLike[str], options: MidiReadOptions | None = No
     )
 
 
+def is_midi_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a MIDI file by its suffix (``.mid``/``.midi``, any letter case)."""
+    return Path(path).suffix.lower() in (".mid", ".midi")
+
+
 def read_midi_folder(
     folder: str | os.PathLike[str], options: MidiReadOptions | None = None
 ) -> tuple[list[MidiRoll], list[tuple[Path, str]]]:
@@ -480,9 +483,7 @@ def read_midi_folder(
         raise InputError(
             error_message("folder", "an existing directory", repr(str(folder)), "check the path")
         )
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in (".mid", ".midi") and p.is_file()
-    )
+    files = sorted(p for p in root.rglob("*") if is_midi_path(p) and p.is_file())
     rolls, skipped = [], []
     for p in files:
         try:
@@ -494,26 +495,6 @@ def read_midi_folder(
 
 # ---------------------------------------------------------------------------------------------
 # Writing
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then move it into place.
-
-    ``os.replace`` is atomic on one filesystem, so readers see the old file or the whole new
-    one, never a partial one; on any error the temporary file is removed.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def roll_to_pretty_midi(

@@ -14,6 +14,7 @@ correlation names the key.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -132,10 +133,17 @@ def check_roll(roll: object, name: str = "roll") -> np.ndarray:
 def notes_to_roll(frames: Sequence[Sequence[int]]) -> np.ndarray:
     """Dataset frames (one list of sounding MIDI pitches per time step) → ``(T, 88)`` bool roll.
 
-    This is the format of the Boulanger-Lewandowski et al. (2012) benchmark files.
+    This is the format of the Boulanger-Lewandowski et al. (2012) benchmark files: MIDI note
+    numbers 21..108, column ``k`` = pitch ``21 + k``; one fancy-indexed write builds the roll.
+    Non-integer notes raise ``InputTypeError``, notes off the piano ``InputError``.
     """
-    lengths = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
-    pitches = np.fromiter((p for f in frames for p in f), dtype=np.int64, count=int(lengths.sum()))
+    lengths = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
+    pitches = np.array(list(chain.from_iterable(frames)))
+    if pitches.size and pitches.dtype.kind not in "iu":
+        raise InputTypeError(
+            error_message("frames", "integer MIDI note numbers", f"dtype {pitches.dtype}", "round")
+        )
+    pitches = pitches.astype(np.int64)
     rows = np.repeat(np.arange(len(frames)), lengths)
     bad = (pitches < LOWEST_PITCH) | (pitches > HIGHEST_PITCH)
     if bad.any():
@@ -143,8 +151,8 @@ def notes_to_roll(frames: Sequence[Sequence[int]]) -> np.ndarray:
         raise InputError(
             error_message(
                 "frames",
-                f"MIDI pitches in {LOWEST_PITCH}..{HIGHEST_PITCH} (the 88 piano keys)",
-                f"pitch {int(pitches[i])} in frame {int(rows[i])}",
+                f"MIDI notes in {LOWEST_PITCH}..{HIGHEST_PITCH} (the 88 piano keys)",
+                f"note {pitches[i]} in frame {rows[i]} (range {pitches.min()}..{pitches.max()})",
                 "transpose the piece or drop notes outside the piano range",
             )
         )

@@ -28,7 +28,13 @@ from rnnrbm.data.images import load_digits
 from rnnrbm.data.mnist import load_mnist
 from rnnrbm.models import DBM, DBN, RBM
 from rnnrbm.plotting import save_filter_tiles, save_sample_chains
-from rnnrbm.validation import InputError, check_positive_int, error_message, resolve_device
+from rnnrbm.validation import (
+    InputError,
+    check_choice,
+    check_positive_int,
+    error_message,
+    resolve_device,
+)
 
 __all__ = ["DEFAULTS", "run_image_demo"]
 
@@ -106,8 +112,7 @@ def run_image_demo(
     error), ``estimator`` and the train/test sizes; the estimates are ``None`` with
     ``evaluate=False``. DBN and DBM pretrain each layer for
     ``epochs`` epochs too. ``hidden``, ``k`` and ``lr`` default to ``DEFAULTS[model]``."""
-    if model not in DEFAULTS:
-        raise InputError(error_message("model", "'rbm', 'dbn' or 'dbm'", repr(model), "pick one"))
+    check_choice(model, "model", DEFAULTS)
     check_positive_int(n_chains, "n_chains")
     check_positive_int(n_rows, "n_rows")
     check_positive_int(steps_per_row, "steps_per_row")

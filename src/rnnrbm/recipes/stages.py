@@ -1,7 +1,7 @@
-"""Training recipes for the temporal models: the paper's schedule as calls to ``training.fit``.
+"""The stages of a recipe and their callbacks: the paper's schedule as calls to ``training.fit``.
 
 Boulanger-Lewandowski, Bengio & Vincent (2012, "BL2012") §5 train an RNN-RBM in three stages,
-and :func:`train_sequence_model` runs them through THE loop (no loop of its own):
+and ``recipes.runner.run`` runs them through THE loop (no loop of its own):
 
 1. **Frame pretraining** — the frame estimator (RBM or NADE) alone on the training frames taken
    as independent examples (offsets zero): ``fit(FramePretraining(model), RowBatches(frames))``.
@@ -12,7 +12,7 @@ and :func:`train_sequence_model` runs them through THE loop (no loop of its own)
    with gradient clipping, early stopping on the validation NLL and the best epoch restored.
 
 **Validation monitor.** ``SequenceModel.validate`` only reports exact NLLs (NADE, tiny RBMs).
-For RBM frames the recipe installs a monitor that estimates the validation NLL per frame with
+For RBM frames the runner passes ``fit`` a monitor that estimates the validation NLL per frame with
 the evaluation protocol at cheaper AIS settings (``valid_ais_runs`` × ``valid_ais_betas``,
 default 10 × 300 with the per-frame Gibbs base, every ``valid_every`` epochs, on at most
 ``valid_frames`` frames). The AIS generator is re-seeded identically at every check (common
@@ -33,18 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnrbm.core.estimators import RBMFrame
 from rnnrbm.data.batching import SequenceBatches
-from rnnrbm.data.polyphonic import PolyphonicDataset
-from rnnrbm.evaluation import _check_dataset, sequence_nll
+from rnnrbm.evaluation import sequence_nll
 from rnnrbm.models.sequence import (
     FramePretraining,
     SequenceEpochs,
     SequenceModel,
-    build_sequence_model,
 )
 from rnnrbm.training import Callback, RowBatches, TrainConfig, TrainResult, TrainState, fit
-from rnnrbm.validation import InputError, InputTypeError, check_positive_int, error_message
+from rnnrbm.validation import check_positive_int
 
 __all__ = [
     "BestWeights",
@@ -53,7 +50,7 @@ __all__ = [
     "ValidationMonitor",
     "pretrain_frames",
     "pretrain_recurrence",
-    "train_sequence_model",
+    "sequence_epochs",
 ]
 
 
@@ -201,7 +198,7 @@ def _stage_config(
     )
 
 
-def _sequence_epochs(
+def sequence_epochs(
     model: SequenceModel,
     rolls: Sequence[Any],
     batch_size: int,
@@ -272,181 +269,8 @@ def pretrain_recurrence(
     progress: bool = False,
 ) -> TrainResult:
     """Stage 2: train ``model.recurrence`` on the per-note cross-entropy in place."""
-    batches = _sequence_epochs(model, rolls, batch_size, seed, max_len, carry_state)
+    batches = sequence_epochs(model, rolls, batch_size, seed, max_len, carry_state)
     config = _stage_config(
         epochs, batch_size, lr, optimizer, seed, progress, clip_grad_norm=clip_grad_norm
     )
     return fit(RecurrencePretraining(model), batches, None, config, callbacks)
-
-
-def train_sequence_model(
-    model: str | SequenceModel,
-    dataset: PolyphonicDataset,
-    *,
-    epochs: int = 200,
-    batch_size: int = 8,
-    lr: float = 5e-3,
-    optimizer: str = "adam",
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    clip_grad_norm: float | None = 10.0,
-    weight_decay: float = 0.0,
-    k: int | None = None,
-    max_len: int | None = None,
-    carry_state: bool = False,
-    pretrain_epochs: int = 3,
-    pretrain_lr: float | None = 1e-2,
-    pretrain_batch_size: int = 100,
-    pretrain_k: int | None = None,
-    rnn_pretrain_epochs: int = 0,
-    valid_every: int = 1,
-    valid_method: Literal["auto", "exact", "ais"] = "auto",
-    valid_ais_runs: int = 10,
-    valid_ais_betas: int = 300,
-    valid_frames: int | None = None,
-    patience: int | None = 4,
-    lr_decay: float | None = None,
-    lr_patience: int = 2,
-    restore_best: bool = True,
-    time_budget: float | None = None,
-    seed: int = 0,
-    checkpoint_dir: str | None = None,
-    progress: bool = False,
-    callbacks: Sequence[Callback] = (),
-    resume: str | None = None,
-    model_options: dict[str, Any] | None = None,
-) -> tuple[SequenceModel, TrainResult]:
-    """Build (or take) a temporal model and train it on ``dataset["train"]`` (BL2012 §5).
-
-    Parameters
-    ----------
-    model : a name of ``models.sequence.SEQUENCE_MODELS`` (``"rnn-rbm"``, ``"rtrbm"``,
-        ``"lstm-rtrbm"``, ``"rnn-nade"``) built with ``k`` and ``model_options`` (``n_hidden``,
-        ``n_recurrent``, ``seed`` defaults to ``seed``, …), or a built ``SequenceModel``.
-    dataset : the splits; ``"valid"`` (when present and ``patience``/``restore_best`` need it)
-        drives early stopping through :class:`ValidationMonitor`.
-    epochs, batch_size (sequences per batch), lr, optimizer, momentum, nesterov, clip_grad_norm,
-    weight_decay (L2 on weight matrices only) :
-        the sequence stage's ``TrainConfig``; ``max_len`` cuts sequences into chunks that each
-        restart the recurrence (the tutorial's scheme; ``None`` = whole pieces) or, with
-        ``carry_state=True``, continue from the state carried over the piece's earlier frames
-        (which the recurrence reads; only the chunk is scored).
-    pretrain_epochs, pretrain_lr (None: ``lr``), pretrain_batch_size (frames per batch),
-    pretrain_k (CD-k of stage 1; default the model's ``k``) : stage 1;
-    rnn_pretrain_epochs : stage 2 (0 skips either stage).
-    valid_every, valid_method, valid_ais_runs, valid_ais_betas, valid_frames : the monitor.
-    patience : checks without improvement before stopping (None: never stop early).
-    lr_decay, lr_patience : multiply the lr by ``lr_decay`` after every ``lr_patience`` checks
-        without improvement (None: constant lr); make ``patience`` the larger.
-    restore_best : load the weights of the best validation epoch at the end.
-    time_budget : seconds for the whole recipe, counted from its start; the sequence stage
-        stops after the epoch that would overrun it (the pretraining stages are not cut).
-    checkpoint_dir, progress, callbacks, resume : passed to the sequence stage's ``fit``
-        (``resume`` skips the pretraining stages).
-
-    Returns ``(model, result)`` with ``result`` the sequence stage's ``TrainResult`` (its
-    ``history`` has ``train_loss`` and, when checked, ``valid_nll`` per epoch). The model also
-    carries ``model.recipe_log_``: ``epoch_seconds`` ((epoch, seconds since start) pairs),
-    ``best_epoch``, ``valid_estimator``, ``seconds`` (whole recipe).
-    """
-    start = time.perf_counter()
-    _check_dataset(dataset)
-    if isinstance(model, str):
-        options = {"seed": seed, **(model_options or {})}
-        model = build_sequence_model(model, k=k, **options)
-    elif not isinstance(model, SequenceModel):
-        raise InputTypeError(
-            error_message(
-                "model",
-                "a model name or a SequenceModel",
-                type(model).__name__,
-                "pass e.g. 'rnn-rbm'",
-            )
-        )
-    elif k is not None:
-        raise InputError(
-            error_message("k", "None with a built model", repr(k), "build the model with k")
-        )
-    if time_budget is not None and time_budget <= 0:
-        raise InputError(error_message("time_budget", "seconds > 0", repr(time_budget), "raise"))
-    train = dataset["train"]
-    budget = TimeBudget(time_budget, start)
-    if resume is None and pretrain_epochs > 0:
-        pretrain_frames(
-            model,
-            dataset.frames("train"),
-            epochs=pretrain_epochs,
-            batch_size=pretrain_batch_size,
-            lr=lr if pretrain_lr is None else pretrain_lr,
-            optimizer=optimizer,
-            k=pretrain_k,
-            seed=seed,
-            progress=progress,
-        )
-    if resume is None and rnn_pretrain_epochs > 0:
-        pretrain_recurrence(
-            model,
-            train,
-            epochs=rnn_pretrain_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer=optimizer,
-            max_len=max_len,
-            carry_state=carry_state,
-            clip_grad_norm=clip_grad_norm,
-            seed=seed,
-            progress=progress,
-        )
-    batches = _sequence_epochs(model, train, batch_size, seed, max_len, carry_state)
-    valid = dataset.splits.get("valid")
-    config = _stage_config(
-        epochs,
-        batch_size,
-        lr,
-        optimizer,
-        seed,
-        progress,
-        momentum=momentum,
-        nesterov=nesterov,
-        clip_grad_norm=clip_grad_norm,
-        weight_decay=weight_decay,
-        checkpoint_dir=checkpoint_dir,
-        monitor="valid_nll" if valid is not None else None,
-        patience=patience,
-        lr_decay=lr_decay,
-        lr_patience=lr_patience,
-    )
-    best = BestWeights(model)
-    monitor = ValidationMonitor(
-        model,
-        every=valid_every,
-        method=valid_method,
-        ais_runs=valid_ais_runs,
-        ais_betas=valid_ais_betas,
-        max_frames=valid_frames,
-        seed=seed,
-    )
-    # fit calls model.validate(valid) after each epoch; the monitor replaces it for this run
-    # only (an instance attribute, removed afterwards), so the saved model is unchanged.
-    model.validate = monitor  # type: ignore[method-assign]
-    try:
-        result = fit(
-            model,
-            batches,
-            valid,
-            config,
-            [budget, best, *callbacks],
-            resume=resume,
-        )
-    finally:
-        del model.validate
-    if restore_best:
-        best.restore()
-    model.recipe_log_ = {  # type: ignore[attr-defined]
-        "epoch_seconds": budget.log,
-        "best_epoch": best.epoch,
-        "valid_estimator": monitor.estimator,
-        "seconds": time.perf_counter() - start,
-        "frame_estimator": "rbm" if isinstance(model.estimator, RBMFrame) else "nade",
-    }
-    return model, result

@@ -1,4 +1,4 @@
-"""The benchmark protocol of Boulanger-Lewandowski, Bengio & Vincent (2012), DESIGN §4.
+"""The benchmark protocol of Boulanger-Lewandowski, Bengio & Vincent (2012), docs/design.md §4.
 
 **NLL per frame** = −(flat mean over *all* frames of all sequences, first frames included) of
 ``log p(v_t | v_<t)`` in nats summed over the 88 keys, with the frame count. Averaging per
@@ -7,7 +7,8 @@ protocol; :func:`frame_log_probs` keeps the per-frame values so both can be comp
 
 * NADE frames (RNN-NADE): exact.
 * RBM frames (RNN-RBM, RTRBM, LSTM-RTRBM): ``−F(v_t; b_t) − log Z(b_t)``; ``log Z`` is exact
-  when a layer is small enough to enumerate, otherwise from ONE annealed-importance-sampling call
+  when ``core.partition.exact_is_affordable`` holds (rows = frames), otherwise from ONE
+  annealed-importance-sampling call
   over every frame of every sequence at once (bias rows stacked; ``core.partition`` chunks the
   ``frames × runs`` chains to fit memory). The result is an *estimate* ± s.e.: AIS is unbiased
   for ``Z``, so it under-estimates ``log Z`` on average and the NLL it reports leans low (too
@@ -51,14 +52,23 @@ import torch
 from torch import Tensor
 
 from rnnrbm.core.estimators import NADEFrame, RBMFrame
-from rnnrbm.core.partition import base_rate_visible_bias
+from rnnrbm.core.partition import base_rate_visible_bias, exact_is_affordable
 from rnnrbm.data.batching import pad_sequences
 from rnnrbm.data.polyphonic import PolyphonicDataset
-from rnnrbm.validation import InputError, InputTypeError, check_positive_int, error_message
+from rnnrbm.validation import (
+    InputError,
+    InputTypeError,
+    check_choice,
+    check_positive_int,
+    error_message,
+)
 
 __all__ = [
+    "METHODS",
+    "AISBase",
     "AccuracyReport",
     "FrameLogProbs",
+    "Method",
     "NLLReport",
     "accuracy_per_frame",
     "ais_base_bias",
@@ -72,14 +82,14 @@ __all__ = [
 ]
 
 ONE_GRAM_CLAMP = 1e-6
-AUTO_EXACT_UNITS = 16  # "auto" enumerates a layer of ≤ 16 units …
-AUTO_EXACT_WORK = 2**28  # … when frames × 2^units stays below this (seconds on a CPU)
 BASE_LOGIT_LIMIT = 9.0  # |b_A| ≤ 9: marginals in [1.2e-4, 1 − 1.2e-4], every state reachable
 MEAN_FIELD_SWEEPS = 20
 GIBBS_BASE_CHAINS = 10
 GIBBS_BASE_STEPS = 50
 
 AISBase = Literal["gibbs", "mean-field", "bias", "data", "zero"]
+Method = Literal["auto", "exact", "ais"]
+METHODS: tuple[Method, ...] = ("auto", "exact", "ais")
 
 
 # ------------------------------------------------------------------------------------ reports
@@ -247,13 +257,11 @@ def teacher_forced_frames(
 
 
 def _method(est: Any, n_rows: int, method: str) -> str:
-    if method not in ("auto", "exact", "ais"):
-        raise InputError(error_message("method", "'auto', 'exact' or 'ais'", repr(method), "pick"))
-    if method != "auto":
+    if check_choice(method, "method", METHODS) != "auto":
         return method
     if isinstance(est, RBMFrame):
-        n = min(est.n_visible, est.n_hidden)
-        small = n <= AUTO_EXACT_UNITS and n_rows * 2**n <= AUTO_EXACT_WORK
+        gaussian = est.visible == "gaussian"
+        small = exact_is_affordable(est.n_visible, est.n_hidden, n_rows, gaussian=gaussian)
         return "exact" if small else "ais"
     return "exact"  # NADE and any other normalised estimator
 
@@ -332,7 +340,7 @@ def frame_log_probs(
     model: Any,
     rolls: Sequence[Any],
     *,
-    method: Literal["auto", "exact", "ais"] = "auto",
+    method: Method = "auto",
     ais_runs: int = 100,
     ais_betas: int = 1000,
     ais_base: AISBase | Tensor = "gibbs",
@@ -393,7 +401,7 @@ def sequence_nll(
     model: Any,
     rolls: Sequence[Any],
     *,
-    method: Literal["auto", "exact", "ais"] = "auto",
+    method: Method = "auto",
     ais_runs: int = 100,
     ais_betas: int = 1000,
     ais_base: AISBase | Tensor = "gibbs",
@@ -406,9 +414,9 @@ def sequence_nll(
     """The protocol's NLL per frame of ``model`` on ``rolls`` (a list of ``(T_i, 88)`` rolls).
 
     ``nll = −Σ_t log p(v_t | v_<t) / N`` over all ``N`` frames of all sequences (flat), nats.
-    ``method="auto"``: exact for NADE and for RBM frames with a layer of ≤ 16 units (and
-    ``N · 2^units ≤ 2^28``), AIS otherwise. With AIS the per-frame ``log Z`` errors are
-    independent across frames, so ``se = sqrt(Σ_t se_t²) / N``.
+    ``method="auto"``: exact for NADE, and for RBM frames when
+    ``core.partition.exact_is_affordable`` holds (rows = ``N``), AIS otherwise. With AIS the
+    per-frame ``log Z`` errors are independent across frames, so ``se = sqrt(Σ_t se_t²) / N``.
     """
     t0 = time.perf_counter()
     lp = frame_log_probs(
@@ -476,10 +484,7 @@ def frame_accuracy(
     ``accuracy`` is the mean over frames of the per-frame mean over draws; ``se`` is the s.e. of
     that mean over frames.
     """
-    if empty_frames not in ("correct", "exclude"):
-        raise InputError(
-            error_message("empty_frames", "'correct' or 'exclude'", repr(empty_frames), "pick")
-        )
+    check_choice(empty_frames, "empty_frames", ("correct", "exclude"))
     samples = check_positive_int(samples, "samples")
     gibbs_steps = check_positive_int(gibbs_steps, "gibbs_steps", minimum=0)
     t0 = time.perf_counter()
@@ -533,7 +538,7 @@ def evaluate(
     dataset: PolyphonicDataset,
     split: str = "test",
     *,
-    method: Literal["auto", "exact", "ais"] = "auto",
+    method: Method = "auto",
     ais_runs: int = 100,
     ais_betas: int = 1000,
     ais_base: AISBase = "gibbs",
