@@ -169,5 +169,3 @@ def test_harmonisation_keeps_the_melody_on_top(tmp_path, music):
     assert (out[mel]).all()
     top = 87 - np.argmax(mel[:, ::-1], axis=1)
     assert not any(out[t, top[t] + 1 :].any() for t in range(8))
-
-

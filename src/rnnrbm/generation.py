@@ -54,6 +54,7 @@ __all__ = [
     "write_piece",
 ]
 
+
 # ------------------------------------------------------------------------------ primers & melodies
 @dataclass(frozen=True)
 class Primer:

@@ -328,15 +328,7 @@ def fit(
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     last_path: Path | None = None
     if resume is not None:
-        ck = load_checkpoint(resume)
-        model.load_state_dict(ck.model.state_dict())
-        if ck.optimizer_state is not None:
-            optimizer.load_state_dict(ck.optimizer_state)
-        if "sampler" in ck.rng_states:
-            generator.set_state(ck.rng_states["sampler"].to(generator.get_state().device))
-        if ck.train_state:
-            state = TrainState(**ck.train_state)
-            state.interrupted = state.stopped_early = False
+        state = _resume(resume, model, optimizer, generator) or state
         last_path = Path(resume)
     callbacks = list(callbacks) + ([ProgressBar()] if config.progress else [])
 
@@ -367,19 +359,7 @@ def fit(
         while state.epoch < config.epochs and not state.stopped_early:
             for batch in train.epoch(state.epoch, state.batch):
                 loss, monitors = model.loss(batch, generator=generator)  # type: ignore[operator]
-                for p in params:  # zero_grad(set_to_none=True) without its per-call profiler scope
-                    p.grad = None
-                loss.backward()
-                # Stop before a non-finite update: the loss and the gradient norm (which a clip
-                # reuses) are the only host syncs of a step.
-                grads = [p.grad for p in params if p.grad is not None]
-                norm = torch.nn.utils.get_total_norm(grads) if grads else None
-                value = loss.item()
-                if not (math.isfinite(value) and (norm is None or math.isfinite(norm.item()))):
-                    raise _non_finite(model, value, state.step + 1, last_path)
-                if config.clip_grad_norm is not None and norm is not None:
-                    torch.nn.utils.clip_grads_with_norm_(params, config.clip_grad_norm, norm)
-                optimizer.step()
+                value = _update(model, loss, params, optimizer, config, state.step + 1, last_path)
                 state.step += 1
                 state.batch += 1
                 state.epoch_loss_sum += value
@@ -401,11 +381,7 @@ def fit(
             state.epoch_loss_sum = 0.0
             state.history.append(metrics)
             improved = _track_best(state, metrics, config)
-            if _plateau(state, metrics, config, improved):
-                for group in optimizer.param_groups:
-                    group["lr"] *= config.lr_decay  # type: ignore[operator]
-            if config.lr_decay is not None:
-                metrics["lr"] = float(optimizer.param_groups[0]["lr"])
+            _decay_on_plateau(optimizer, state, metrics, config, improved)
             if ckpt_dir is not None and (
                 state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs
             ):
@@ -428,6 +404,67 @@ def fit(
     for cb in callbacks:
         cb.on_fit_end(state)
     return TrainResult(state, last_path)
+
+
+def _resume(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> TrainState | None:
+    """Load weights, optimiser state and the sampler's state from ``path``; its TrainState."""
+    ck = load_checkpoint(path)
+    model.load_state_dict(ck.model.state_dict())
+    if ck.optimizer_state is not None:
+        optimizer.load_state_dict(ck.optimizer_state)
+    if "sampler" in ck.rng_states:
+        generator.set_state(ck.rng_states["sampler"].to(generator.get_state().device))
+    if not ck.train_state:
+        return None
+    state = TrainState(**ck.train_state)
+    state.interrupted = state.stopped_early = False
+    return state
+
+
+def _update(
+    model: nn.Module,
+    loss: Tensor,
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    step: int,
+    last_path: Path | None,
+) -> float:
+    """One optimiser step from ``loss``; returns its value (checked finite first)."""
+    for p in params:  # zero_grad(set_to_none=True) without its per-call profiler scope
+        p.grad = None
+    loss.backward()
+    # Stop before a non-finite update: the loss and the gradient norm (which a clip reuses)
+    # are the only host syncs of a step.
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else None
+    value = loss.item()
+    if not (math.isfinite(value) and (norm is None or math.isfinite(norm.item()))):
+        raise _non_finite(model, value, step, last_path)
+    if config.clip_grad_norm is not None and norm is not None:
+        torch.nn.utils.clip_grads_with_norm_(params, config.clip_grad_norm, norm)
+    optimizer.step()
+    return value
+
+
+def _decay_on_plateau(
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    metrics: dict[str, float],
+    config: TrainConfig,
+    improved: bool,
+) -> None:
+    """Multiply every group's lr by ``lr_decay`` on a plateau; report the lr in ``metrics``."""
+    if _plateau(state, metrics, config, improved):
+        for group in optimizer.param_groups:
+            group["lr"] *= config.lr_decay  # type: ignore[operator]
+    if config.lr_decay is not None:
+        metrics["lr"] = float(optimizer.param_groups[0]["lr"])
 
 
 def _plateau(

@@ -169,6 +169,20 @@ def _sequence_config(recipe: Recipe, out: Path | None, monitor: str | None) -> T
     )
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What a model's trainer needs besides the model."""
+
+    recipe: Recipe
+    data: MusicData
+    folder: Path | None
+    meta: dict[str, Any]
+    resume: bool
+    progress: bool
+    callbacks: Sequence[Callback]
+    start: float
+
+
 # ----------------------------------------------------------------------------- run
 @contextlib.contextmanager
 def _threads(n: int) -> Iterator[None]:
@@ -277,18 +291,11 @@ def run(
     with _threads(recipe.threads):
         model = build_model(recipe, data.dataset.splits["train"][0].shape[1], device)
         meta = {"recipe": recipe.to_dict(), "framing": framing}
-        trainer = _train_rbm if isinstance(model, RBM) else _train_sequence
-        result = trainer(
-            recipe,
-            model,
-            data,
-            folder,
-            meta,
-            resume,
-            progress,
-            callbacks,
-            start,  # type: ignore[arg-type]
-        )
+        job = _Job(recipe, data, folder, meta, resume, progress, callbacks, start)
+        if isinstance(model, RBM):
+            result = _train_rbm(job, model)
+        else:
+            result = _train_sequence(job, model)  # type: ignore[arg-type]
     result.recipe_path = recipe_path
     result.timings["total"] = time.perf_counter() - start
     return result
@@ -326,18 +333,10 @@ def _finish(
     )
 
 
-def _train_sequence(
-    recipe: Recipe,
-    model: SequenceModel,
-    data: MusicData,
-    folder: Path | None,
-    meta: dict[str, Any],
-    resume: bool,
-    progress: bool,
-    callbacks: Sequence[Callback],
-    start: float,
-) -> RunResult:
+def _train_sequence(job: _Job, model: SequenceModel) -> RunResult:
     """The three stages of BL2012 §5 (``recipes.stages``); resume skips the first two."""
+    recipe, data, folder, meta = job.recipe, job.data, job.folder, job.meta
+    resume, progress, callbacks, start = job.resume, job.progress, job.callbacks, job.start
     ds, st = data.dataset, recipe.stages
     seq, fr = st.sequence, st.frames
     timings: dict[str, float] = {}
@@ -385,18 +384,10 @@ def _train_sequence(
     )  # fmt: skip
 
 
-def _train_rbm(
-    recipe: Recipe,
-    model: RBM,
-    data: MusicData,
-    folder: Path | None,
-    meta: dict[str, Any],
-    resume: bool,
-    progress: bool,
-    callbacks: Sequence[Callback],
-    start: float,
-) -> RunResult:
+def _train_rbm(job: _Job, model: RBM) -> RunResult:
     """A plain RBM of independent frames: the loop on rows, monitored by pseudo-likelihood."""
+    recipe, data, folder, meta = job.recipe, job.data, job.folder, job.meta
+    resume, progress, callbacks, start = job.resume, job.progress, job.callbacks, job.start
     ds = data.dataset
     dtype = next(model.parameters()).dtype
 
