@@ -60,6 +60,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 1  # epochs
     monitor: str | None = None  # validation metric for "best" and early stopping (lower is better)
+    valid_every: int = 1  # validate after epochs valid_every, 2·valid_every, … (counted from 1)
     patience: int | None = None  # early stopping: epochs without improvement of `monitor`
     # On a plateau of `monitor`: every `lr_patience` checks without improvement multiply each
     # group's lr by `lr_decay` (None: constant lr). The lr lives in the optimiser's state, so a
@@ -78,6 +79,7 @@ class TrainConfig:
         if self.clip_grad_norm is not None:
             check_number(self.clip_grad_norm, "clip_grad_norm", low=0.0, open_low=True)
         check_positive_int(self.checkpoint_every, "checkpoint_every")
+        check_positive_int(self.valid_every, "valid_every")
         if self.patience is not None:
             check_positive_int(self.patience, "patience")
         if self.lr_decay is not None:
@@ -372,7 +374,9 @@ def fit(
             metrics = {"epoch": float(state.epoch + 1)}
             if state.batch:
                 metrics["train_loss"] = state.epoch_loss_sum / state.batch
-            if valid is not None and validate is not None:
+            # By epoch number, not by call count: a resumed run checks the same epochs.
+            due = (state.epoch + 1) % config.valid_every == 0
+            if valid is not None and validate is not None and due:
                 model.eval()
                 metrics.update(validate(valid))
                 model.train()

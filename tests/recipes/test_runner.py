@@ -20,27 +20,11 @@ from rnnrbm.models.sequence import RNNRBM, build_sequence_model
 from rnnrbm.music.pianoroll import LOWEST_PITCH, N_KEYS
 from rnnrbm.recipes import Recipe, RunResult, run
 from rnnrbm.validation import InputError, InputTypeError
-
-N_V = 12
-
-
-def _dataset(seed: int = 0, n_v: int = N_V) -> PolyphonicDataset:
-    """Sequences with structure: each frame is the previous one shifted by one key."""
-    rng = np.random.default_rng(seed)
-
-    def piece(T: int) -> np.ndarray:
-        first = rng.random(n_v) < 0.3
-        return np.stack([np.roll(first, t) for t in range(T)])
-
-    splits = {
-        "train": [piece(int(T)) for T in rng.integers(3, 9, 12)],
-        "valid": [piece(int(T)) for T in rng.integers(3, 9, 4)],
-    }
-    return PolyphonicDataset("toy", "memory", splits)
+from toy_sequences import N_V, toy_dataset
 
 
 def _data(ds: PolyphonicDataset | None = None) -> MusicData:
-    return MusicData(_dataset() if ds is None else ds, "benchmark", 1, True)
+    return MusicData(toy_dataset() if ds is None else ds, "benchmark", 1, True)
 
 
 def _merge(base: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +122,7 @@ def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
     # Validation pieces run backwards in time (each frame shifted down one key, not up): once
     # the model learns the training direction the validation NLL turns up, for any seed
     # (checked 0-3), rather than by luck of one random stream.
-    train = _dataset()
+    train = toy_dataset()
     valid = [np.ascontiguousarray(p[::-1]) for p in train["valid"]]
     ds = PolyphonicDataset("toy", "memory", {"train": train["train"], "valid": valid})
     recipe = _recipe(
@@ -160,7 +144,7 @@ def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
 
 
 def test_weight_decay_shrinks_the_weight_matrices() -> None:
-    ds = _dataset()
+    ds = toy_dataset()
     train_only = PolyphonicDataset("toy", "memory", {"train": ds["train"]})  # last epoch kept
 
     def trained(decay: float) -> dict[str, torch.Tensor]:
@@ -238,11 +222,32 @@ def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path: Path) -> None:
     assert Recipe.from_toml(tmp_path / "cut" / "recipe.toml") == recipe
 
 
+def test_validation_every_n_epochs_counts_epochs_across_a_resume(tmp_path: Path) -> None:
+    data = _data()
+    recipe = _recipe(stages={"sequence": {"epochs": 6}}, validation={"every": 2})
+    whole = run(recipe, tmp_path / "whole", data=data)
+    checked = [h["epoch"] for h in whole.history if "valid_nll" in h]
+    assert checked == [2.0, 4.0, 6.0]
+    run(recipe.override({"stages.sequence.epochs": 3}), tmp_path / "cut", data=data)
+    resumed = run(recipe, tmp_path / "cut", resume=True, data=data)
+    assert resumed.history == whole.history  # epochs 4 and 6 checked, not 5
+    assert _same(_state(resumed.model), _state(whole.model))
+
+
+def test_a_plain_rbm_validates_every_n_epochs() -> None:
+    recipe = _recipe(
+        model={"type": "rbm"}, stages={"sequence": {"epochs": 4, "batch_size": 10}},
+        validation={"every": 2},
+    )  # fmt: skip
+    result = run(recipe, data=_data())
+    assert [h["epoch"] for h in result.history if "neg_pseudo_loglik" in h] == [2.0, 4.0]
+
+
 def test_a_resumed_run_restores_a_best_epoch_from_before_the_resume(tmp_path: Path) -> None:
     # Reversed validation pieces (see test_early_stopping_restores_the_best_epoch): the best
     # epoch comes before the last, so a run cut right after it and resumed never sees a new
     # best; its weights must come from best.safetensors, as the uninterrupted run's do.
-    train = _dataset()
+    train = toy_dataset()
     valid = [np.ascontiguousarray(p[::-1]) for p in train["valid"]]
     data = _data(PolyphonicDataset("toy", "memory", {"train": train["train"], "valid": valid}))
     recipe = _recipe(
@@ -296,7 +301,7 @@ def test_run_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"out .*file: expected a folder"):
         run(_recipe(), tmp_path / "file", data=_data())
     with pytest.raises(InputTypeError, match=r"data: expected a MusicData"):
-        run(_recipe(), data=_dataset())  # type: ignore[arg-type]
+        run(_recipe(), data=toy_dataset())  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- regression

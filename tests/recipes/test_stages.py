@@ -3,13 +3,11 @@ monitor, the time budget and the best weights (``rnnrbm.recipes.stages``)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from rnnrbm.data.batching import pad_sequences
-from rnnrbm.data.polyphonic import PolyphonicDataset
 from rnnrbm.models.sequence import build_sequence_model
 from rnnrbm.recipes.stages import (
     BestWeights,
@@ -21,23 +19,7 @@ from rnnrbm.recipes.stages import (
 )
 from rnnrbm.training import TrainConfig, TrainState
 from rnnrbm.validation import InputTypeError
-
-N_V = 12
-
-
-def _dataset(seed: int = 0, n_v: int = N_V) -> PolyphonicDataset:
-    """Sequences with structure: each frame is the previous one shifted by one key."""
-    rng = np.random.default_rng(seed)
-
-    def piece(T: int) -> np.ndarray:
-        first = rng.random(n_v) < 0.3
-        return np.stack([np.roll(first, t) for t in range(T)])
-
-    splits = {
-        "train": [piece(int(T)) for T in rng.integers(3, 9, 12)],
-        "valid": [piece(int(T)) for T in rng.integers(3, 9, 4)],
-    }
-    return PolyphonicDataset("toy", "memory", splits)
+from toy_sequences import N_V, toy_dataset
 
 
 def _options(**kw):  # type: ignore[no-untyped-def]
@@ -51,7 +33,7 @@ def _state(model) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
 def test_frame_pretraining_trains_the_estimator_only_and_restores_k() -> None:
     model = build_sequence_model("rnn-rbm", k=7, **_options())
     before = _state(model)
-    frames = _dataset().frames("train")
+    frames = toy_dataset().frames("train")
     pretrain_frames(model, frames, epochs=2, batch_size=10, lr=1e-2, k=1)
     after = _state(model)
     assert model.estimator.k == 7
@@ -60,7 +42,7 @@ def test_frame_pretraining_trains_the_estimator_only_and_restores_k() -> None:
 
 
 def test_recurrence_pretraining_loss_and_scope() -> None:
-    ds = _dataset()
+    ds = toy_dataset()
     model = build_sequence_model("rnn-rbm", **_options(init_std=0.5, recurrent_init_std=0.5))
     batch = pad_sequences(ds["train"][:3])
     rolls, mask = batch
@@ -83,7 +65,7 @@ def test_recurrence_pretraining_loss_and_scope() -> None:
 
 def test_validation_monitor_every_and_common_random_numbers() -> None:
     model = build_sequence_model("rnn-rbm", n_visible=N_V, n_hidden=20, n_recurrent=4)
-    valid = _dataset()["valid"]
+    valid = toy_dataset()["valid"]
     mon = ValidationMonitor(model, every=2, method="ais", ais_runs=3, ais_betas=5, max_frames=10)
     assert mon(valid) == {}
     first = mon(valid)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnrbm.checkpoint import load_checkpoint
+from rnnrbm.checkpoint import load_checkpoint, read_meta
 from rnnrbm.data.music_data import MusicData, load_music_data
 from rnnrbm.files import atomic_write_bytes
 from rnnrbm.models import RBM
@@ -163,6 +163,7 @@ def _sequence_config(recipe: Recipe, out: Path | None, monitor: str | None) -> T
         checkpoint_dir=None if out is None else str(out),
         checkpoint_every=st.checkpoint_every,
         monitor=monitor,
+        valid_every=va.every,
         patience=va.patience or None,
         lr_decay=st.lr_decay or None,
         lr_patience=st.lr_patience,
@@ -197,7 +198,7 @@ def _threads(n: int) -> Iterator[None]:
 
 def _check_resume(recipe: Recipe, last: Path) -> None:
     """A resumed run must be the run that wrote ``last`` (only ``RESUMABLE`` may differ)."""
-    stored = load_checkpoint(last).recipe
+    stored = read_meta(last).get("recipe")
     if stored is None:
         raise CheckpointError(
             error_message(
@@ -361,7 +362,7 @@ def _train_sequence(job: _Job, model: SequenceModel) -> RunResult:
     config = replace(_sequence_config(recipe, folder, monitor), progress=progress)
     va = recipe.validation
     validator = ValidationMonitor(
-        model, every=va.every, ais_runs=va.ais_runs, ais_betas=va.ais_betas,
+        model, ais_runs=va.ais_runs, ais_betas=va.ais_betas,
         max_frames=va.frames or None, seed=recipe.seed,
     )  # fmt: skip
     budget = TimeBudget(seq.time_budget or None, start)
