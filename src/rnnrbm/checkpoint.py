@@ -28,7 +28,7 @@ from rnnrbm.registry import model_from_config, model_type_of
 from rnnrbm.validation import CheckpointError, error_message
 from rnnrbm.version import __version__
 
-__all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Checkpoint", "load_checkpoint", "read_meta", "save_checkpoint"]
 
 FORMAT = "rnnrbm-checkpoint"
 FORMAT_VERSION = "1"
@@ -135,7 +135,8 @@ def save_checkpoint(
     return path
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read(path: Path, *, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (none unless ``tensors``) and the checked header of a checkpoint file."""
     fix = "pass a checkpoint written by rnnrbm (e.g. <out>/last.safetensors)"
     if not path.is_file():
         raise CheckpointError(
@@ -144,7 +145,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            stored = {k: fh.get_tensor(k) for k in fh.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
             error_message(
@@ -172,7 +173,21 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
                 "load it with the rnnrbm version that wrote it",
             )
         )
-    return tensors, header
+    return stored, header
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint (recipe, framing, configs, state) without reading its
+    tensors or building its model."""
+    path = Path(path)
+    header = _read(path, tensors=False)[1]
+    try:
+        meta = json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            error_message(f"checkpoint {path}", "JSON metadata", repr(exc), "re-save it")
+        ) from exc
+    return meta if isinstance(meta, dict) else {}
 
 
 def load_checkpoint(

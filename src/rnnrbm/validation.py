@@ -210,18 +210,23 @@ def check_number(
     high: float | None = None,
     open_low: bool = False,
     open_high: bool = False,
+    zero: bool = False,
+    kind: str = "a number",
+    fix: str = "change it",
 ) -> float:
-    """Return ``value`` as a float in the range ``[low, high]`` (either end open on request)."""
+    """Return ``value`` as a float in the range ``[low, high]`` (either end open on request;
+    ``zero`` also admits 0, a setting's "none"). ``kind`` and ``fix`` word the message."""
     parts = [f"{'>' if open_low else '≥'} {low:g}"] if low is not None else []
     parts += [f"{'<' if open_high else '≤'} {high:g}"] if high is not None else []
-    expected = "a number " + " and ".join(parts) if parts else "a number"
+    expected = f"{kind} " + " and ".join(parts) if parts else kind
+    expected += " (0: none)" if zero else ""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise InputTypeError(error_message(name, expected, repr(value), "pass a number"))
     v = float(value)
     below = low is not None and (v < low or (open_low and v == low))
     above = high is not None and (v > high or (open_high and v == high))
-    if below or above or v != v:
-        raise InputError(error_message(name, expected, repr(value), "change it"))
+    if (below or above or v != v) and not (zero and v == 0):
+        raise InputError(error_message(name, expected, repr(value), fix))
     return v
 
 

@@ -9,13 +9,13 @@ change). Ctrl-C stops at the next step boundary with a resumable ``last.safetens
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from rnnrbm.cli.common import DATA_HELP, emit, note, print_skipped, user_error
+from rnnrbm.recipes.schema import setting
 
 # flag → recipe key; the help text and type come from the recipe schema.
 FLAGS: dict[str, str] = {
@@ -55,16 +55,6 @@ SWITCHES = {  # flag → (recipe key, value it sets)
 }
 
 
-def _field(key: str) -> dataclasses.Field[Any]:
-    from rnnrbm.recipes import Recipe
-
-    cls: Any = Recipe
-    *parents, leaf = key.split(".")
-    for part in parents:
-        cls = type({f.name: f for f in dataclasses.fields(cls)}[part].default_factory())  # type: ignore[misc]
-    return {f.name: f for f in dataclasses.fields(cls)}[leaf]
-
-
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="train a model by a recipe")
     p.add_argument("--recipe", help="a bundled recipe name (see `rnnrbm recipes`) or a .toml file")
@@ -80,14 +70,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="set any recipe field, e.g. --set stages.sequence.momentum=0.9 (repeatable)",
     )
     for flag, key in FLAGS.items():
-        f = _field(key)
+        f = setting(key)
         kind = type(f.default)
         choices = f.metadata["choices"]
         p.add_argument(
             flag, type=kind, default=None, choices=choices, help=f"{key}: {f.metadata['doc']}"
         )
     for flag, (key, _) in SWITCHES.items():
-        p.add_argument(flag, action="store_true", help=f"{key}: {_field(key).metadata['doc']}")
+        p.add_argument(flag, action="store_true", help=f"{key}: {setting(key).metadata['doc']}")
     p.set_defaults(func=run)
 
 
@@ -110,7 +100,7 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
 
 def resolve_recipe(args: argparse.Namespace) -> Any:
     """The recipe this command line asks for (before training; raises on bad input)."""
-    from rnnrbm.checkpoint import load_checkpoint
+    from rnnrbm.checkpoint import read_meta
     from rnnrbm.recipes import Recipe, default_recipe, load
 
     out = Path(args.out)
@@ -123,7 +113,7 @@ def resolve_recipe(args: argparse.Namespace) -> Any:
                 "no such file",
                 "drop --resume to start a new run, or pass the --out of the run to continue",
             )
-        stored = load_checkpoint(last).recipe
+        stored = read_meta(last).get("recipe")
         if stored is None:
             raise user_error(
                 f"--resume {last}",

@@ -16,6 +16,7 @@ from rnnrbm.evaluation import sequence_nll
 from rnnrbm.generation import generate_music
 from rnnrbm.plotting import history_curves, save_curves
 from rnnrbm.recipes import Recipe, load, run
+from rnnrbm.recipes.runner import load_data
 
 __all__ = ["busy_machine_threads", "run_music_demo"]
 
@@ -50,14 +51,12 @@ def run_music_demo(
     train_threads, load_avg = busy_machine_threads(threads or recipe.threads)
     recipe = recipe.override({"threads": train_threads})
     torch.manual_seed(recipe.seed)
-    result = run(recipe, progress=progress)
-    model, framing = result.model, result.framing
+    data = load_data(recipe)
+    result = run(recipe, data=data, progress=progress)
+    model, framing, ds = result.model, result.framing, data.dataset
     t_train = time.perf_counter() - start
     ev = recipe.evaluation
     t0 = time.perf_counter()
-    from rnnrbm.recipes.runner import load_data
-
-    ds = load_data(recipe).dataset
     report = sequence_nll(
         model, ds[ev.split], method="ais", ais_runs=ev.ais_runs, ais_betas=ev.ais_betas,
         generator=torch.Generator().manual_seed(recipe.seed), dataset=ds.name, split=ev.split,

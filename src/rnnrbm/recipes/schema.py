@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import tomli_w
 
-from rnnrbm.validation import InputError, InputTypeError, error_message
+from rnnrbm.validation import InputError, InputTypeError, check_number, error_message
 
 __all__ = [
     "DataSpec",
@@ -34,6 +34,7 @@ __all__ = [
     "SequenceStage",
     "Stages",
     "ValidationSpec",
+    "setting",
 ]
 
 MODEL_TYPES = ("rnn-rbm", "rtrbm", "lstm-rtrbm", "rnn-nade", "rbm")
@@ -59,17 +60,6 @@ def _setting(
     return field(default=default, metadata=rule)
 
 
-def _range_text(rule: Mapping[str, Any], kind: str) -> str:
-    low, high = rule["low"], rule["high"]
-    parts = []
-    if low is not None:
-        parts.append(f"{'>' if rule['open_low'] else '≥'} {low:g}")
-    if high is not None:
-        parts.append(f"{'<' if rule['open_high'] else '≤'} {high:g}")
-    text = f"{kind} {' and '.join(parts)}".strip()
-    return text + (" (0: none)" if rule["zero"] else "")
-
-
 def _check_field(path: str, value: Any, default: Any, rule: Mapping[str, Any]) -> Any:
     """``value`` checked against the type of ``default`` and ``rule``; returns it normalised
     (an int given for a float setting becomes a float)."""
@@ -89,15 +79,10 @@ def _check_field(path: str, value: Any, default: Any, rule: Mapping[str, Any]) -
         expected = "one of " + ", ".join(repr(c) for c in rule["choices"])
         raise InputError(error_message(path, expected, repr(value), "pick one of those"))
     if isinstance(value, int | float) and not isinstance(value, bool):
-        low, high = rule["low"], rule["high"]
-        bad = (
-            (low is not None and (value < low or (rule["open_low"] and value == low)))
-            or (high is not None and (value > high or (rule["open_high"] and value == high)))
-        ) and not (rule["zero"] and value == 0)
-        if bad:
-            raise InputError(
-                error_message(path, _range_text(rule, kind), repr(value), f"e.g. {default!r}")
-            )
+        check_number(
+            value, path, low=rule["low"], high=rule["high"], open_low=rule["open_low"],
+            open_high=rule["open_high"], zero=rule["zero"], kind=kind, fix=f"e.g. {default!r}",
+        )  # fmt: skip
     return value
 
 
@@ -380,11 +365,23 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _fields_at(path: str) -> list[str]:
+def _section_fields(path: str) -> dict[str, dataclasses.Field[Any]]:
+    """The fields of the section at ``path`` (``""``: the top level; ``"stages.sequence"``)."""
     cls: Any = Recipe
     for part in filter(None, path.split(".")):
         cls = type({f.name: f for f in dataclasses.fields(cls)}[part].default_factory())  # type: ignore[misc]
-    return [f.name for f in dataclasses.fields(cls)]
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _fields_at(path: str) -> list[str]:
+    return list(_section_fields(path))
+
+
+def setting(key: str) -> dataclasses.Field[Any]:
+    """The field of a setting by key path (``"stages.sequence.lr"``): its default and, in
+    ``metadata``, its rule and one-line ``doc`` (the CLI builds its flags from these)."""
+    *parents, leaf = key.split(".")
+    return _section_fields(".".join(parents))[leaf]
 
 
 def _unknown(path: str, known: list[str], where: str = "") -> None:
