@@ -335,17 +335,7 @@ def fit(
     callbacks = list(callbacks) + ([ProgressBar()] if config.progress else [])
 
     def save(name: str) -> Path | None:
-        if ckpt_dir is None:
-            return None
-        return save_checkpoint(
-            ckpt_dir / f"{name}.safetensors",
-            model,
-            optimizer=optimizer,
-            rng_states=_rng_states(generator),
-            train_state=asdict(state),
-            train_config=asdict(config),
-            meta=checkpoint_meta,
-        )
+        return _save(ckpt_dir, name, model, optimizer, generator, state, config, checkpoint_meta)
 
     hook = getattr(model, "on_fit_start", None)
     if hook is not None:
@@ -408,6 +398,30 @@ def fit(
     for cb in callbacks:
         cb.on_fit_end(state)
     return TrainResult(state, last_path)
+
+
+def _save(
+    folder: Path | None,
+    name: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: TrainState,
+    config: TrainConfig,
+    meta: dict[str, Any] | None,
+) -> Path | None:
+    """Write ``folder/name.safetensors`` with everything a resume needs (None: no folder)."""
+    if folder is None:
+        return None
+    return save_checkpoint(
+        folder / f"{name}.safetensors",
+        model,
+        optimizer=optimizer,
+        rng_states=_rng_states(generator),
+        train_state=asdict(state),
+        train_config=asdict(config),
+        meta=meta,
+    )
 
 
 def _resume(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 from rnnrbm.core.rbm import gibbs_chain
 from rnnrbm.data.images import load_digits
@@ -81,6 +82,54 @@ def _rbm_chains(
     return torch.stack(rows)
 
 
+def _train(
+    model: str,
+    train: Tensor,
+    hidden: list[int],
+    k: int,
+    lr: float,
+    epochs: int,
+    dev: torch.device,
+    common: dict[str, Any],
+) -> tuple[RBM | DBN | DBM, Tensor]:
+    """The trained model and its first-layer weights ``(n_v, n_h1)`` (the filters)."""
+    n_v, seed = train.shape[1], common["seed"]
+    if model == "rbm":
+        rbm = RBM(n_v, hidden[0], k=k, method="pcd", seed=seed, device=dev)
+        rbm.fit(train, epochs=epochs, lr=lr, **common)
+        return rbm, rbm.frame.W
+    if model == "dbn":
+        dbn = DBN(n_v, hidden, k=k, method="pcd", seed=seed, device=dev)
+        dbn.fit(train, epochs=epochs, lr=lr, **common)
+        return dbn, dbn.layers[0].frame.W
+    dbm = DBM(n_v, hidden, k=k, seed=seed, device=dev)
+    dbm.fit(train, epochs=epochs, lr=lr, pretrain_lr=2.5 * lr, **common)
+    return dbm, dbm.W[0]
+
+
+def _test_log_likelihood(
+    trained: RBM | DBN | DBM, test: Tensor, ais_runs: int, ais_betas: int, gen: torch.Generator
+) -> dict[str, Any]:
+    """Mean test log-likelihood per image ± its s.e., and the estimator."""
+    ais = {"n_runs": ais_runs, "n_betas": ais_betas, "generator": gen}
+    if isinstance(trained, DBN):
+        # s.e. of the mean: log Z_top's error is shared by every row, the Monte-Carlo errors of
+        # the rows' bounds are independent.
+        log_z = trained.log_partition("ais", **ais)
+        ll = trained.log_likelihood(test, log_partition=log_z, generator=gen)
+        se_z = float(log_z[1])
+        se_mc2 = float((ll.se.double() ** 2 - se_z**2).clamp_min(0).sum()) / len(test) ** 2
+        se = math.sqrt(se_z**2 + se_mc2)
+    else:
+        ll = trained.log_likelihood(test, "ais", **ais)
+        se = float(ll.se[0])
+    return {
+        "test_log_likelihood": float(ll.value.mean()),
+        "test_log_likelihood_se": se,
+        "estimator": ll.estimator,
+    }
+
+
 def run_image_demo(
     out_dir: str | os.PathLike[str],
     *,
@@ -136,19 +185,7 @@ def run_image_demo(
     lr = lr or defaults["lr"]
     n_v = train.shape[1]
     common = {"batch_size": batch_size, "momentum": momentum, "seed": seed, "progress": progress}
-    trained: RBM | DBN | DBM
-    if model == "rbm":
-        trained = RBM(n_v, hidden[0], k=k, method="pcd", seed=seed, device=dev)
-        trained.fit(train, epochs=epochs, lr=lr, **common)
-        filters = trained.frame.W
-    elif model == "dbn":
-        trained = DBN(n_v, hidden, k=k, method="pcd", seed=seed, device=dev)
-        trained.fit(train, epochs=epochs, lr=lr, **common)
-        filters = trained.layers[0].frame.W
-    else:
-        trained = DBM(n_v, hidden, k=k, seed=seed, device=dev)
-        trained.fit(train, epochs=epochs, lr=lr, pretrain_lr=2.5 * lr, **common)
-        filters = trained.W[0]
+    trained, filters = _train(model, train, hidden, k, lr, epochs, dev, common)
     gen = torch.Generator(device=dev).manual_seed(seed)
     start = test[:n_chains]
     with torch.no_grad():
@@ -178,23 +215,7 @@ def run_image_demo(
         "units": "nats per image",
     }
     if evaluate:
-        ais = {"n_runs": ais_runs, "n_betas": ais_betas, "generator": gen}
-        if isinstance(trained, DBN):
-            # s.e. of the mean: log Z_top's error is shared by every row, the Monte-Carlo
-            # errors of the rows' bounds are independent.
-            log_z = trained.log_partition("ais", **ais)
-            ll = trained.log_likelihood(test, log_partition=log_z, generator=gen)
-            se_z = float(log_z[1])
-            se_mc2 = float((ll.se.double() ** 2 - se_z**2).clamp_min(0).sum()) / len(test) ** 2
-            se = math.sqrt(se_z**2 + se_mc2)
-        else:
-            ll = trained.log_likelihood(test, "ais", **ais)
-            se = float(ll.se[0])
-        figures |= {
-            "test_log_likelihood": float(ll.value.mean()),
-            "test_log_likelihood_se": se,
-            "estimator": ll.estimator,
-        }
+        figures |= _test_log_likelihood(trained, test, ais_runs, ais_betas, gen)
     return {
         "model": model,
         "config": trained.config(),
