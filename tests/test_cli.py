@@ -417,6 +417,11 @@ def test_music_demo_tiny_and_its_checkpoint_plays_at_the_demo_framing(tmp_path, 
     played = json.loads(capsys.readouterr().out)
     assert (played["frames_per_beat"], played["tempo_bpm"]) == (1, 90.0)
     assert played["framing_source"] == "checkpoint"
+    stats = played["statistics"]
+    assert stats["generated"]["frames"] == 16
+    assert stats["reference"]["split"] == "test" and stats["reference"]["frames"] == 4725
+    assert info["statistics"]["reference"] == stats["reference"]  # the demo's, the same data
+    assert info["statistics"]["generated"]["frames"] == 12
     midi = pretty_midi.PrettyMIDI(str(gen / "sample.mid"))
     assert midi.get_tempo_changes()[1].tolist() == pytest.approx([90.0], rel=1e-5)  # µs/beat
     assert midi.get_end_time() <= 16 * 60 / 90 + 1e-3

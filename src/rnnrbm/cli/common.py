@@ -148,3 +148,49 @@ def runs_gap_text(nll: dict[str, Any]) -> str:
 def print_skipped(args: argparse.Namespace, skipped: Sequence[tuple[str, str]]) -> None:
     for f, reason in skipped:
         note(args, f"skipped {f}: {reason}")
+
+
+STATISTICS_SHOWN = (  # (key, label, format) of the sample-quality statistics in text output
+    ("polyphony", "polyphony (notes/non-empty frame)", "{:.2f}"),
+    ("empty_frame_rate", "empty frames", "{:.1%}"),
+    ("pitch_range", "pitch range (semitones)", "{}"),
+    ("pitch_class_entropy", "pitch-class entropy (bits)", "{:.2f}"),
+    ("scale_consistency", "scale consistency", "{:.1%}"),
+    ("mean_note_length", "mean note length (frames)", "{:.2f}"),
+    ("held_from_previous", "held from the previous frame", "{:.1%}"),
+)
+
+
+def statistics_lines(stats: dict[str, Any]) -> list[str]:
+    """Text lines comparing the sample-quality statistics of the generated music with the
+    data's (``stats``: ``{"generated": …, "reference": … | None}``)."""
+    gen, ref = stats["generated"], stats.get("reference")
+    head = "statistics: generated" + (f" | {ref['source']} {ref['split']}" if ref else "")
+    lines = [head]
+    for key, label, fmt in STATISTICS_SHOWN:
+        text = fmt.format(gen[key]) + (f" | {fmt.format(ref[key])}" if ref else "")
+        lines.append(f"  {label}: {text}")
+    return lines
+
+
+def reference_statistics(
+    args: argparse.Namespace, framing: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Sample-quality statistics of the checkpoint's data (its test split, else valid), to set
+    beside generated music; None (with a note) when the data cannot be read here."""
+    from rnnrbm.data.music_data import load_music_data
+    from rnnrbm.music.statistics import roll_statistics
+    from rnnrbm.validation import DataFormatError
+
+    source = framing.get("source")
+    if not source:
+        return None
+    try:
+        data = load_music_data(source, options=midi_options(args, framing))
+    except (OSError, InputError, DataFormatError) as exc:
+        note(args, f"no data statistics: {source} cannot be read here ({type(exc).__name__})")
+        return None
+    split = next((s for s in ("test", "valid") if data.dataset.splits.get(s)), None)
+    if split is None:
+        return None
+    return {"source": str(source), "split": split, **roll_statistics(data.dataset[split])}

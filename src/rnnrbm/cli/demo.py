@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rnnrbm.cli.common import emit, note, runs_gap_text
+from rnnrbm.cli.common import emit, note, runs_gap_text, statistics_lines
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
             f"generated a chorale at {fr['frames_per_beat']} frame(s) per beat, "
             f"{fr['tempo_bpm']:g} bpm: {notes['generated']:.2f} notes per frame "
             f"(training data: {notes['train']:.2f})",
+            *statistics_lines(res["statistics"]),
             *(f"wrote {k}: {v}" for k, v in res["paths"].items()),
             f"done in {res['seconds']:.0f} s",
         ],

@@ -16,6 +16,8 @@ from rnnrbm.cli.common import (
     emit,
     load_music_checkpoint,
     midi_options,
+    reference_statistics,
+    statistics_lines,
     user_error,
 )
 
@@ -56,6 +58,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rnnrbm.generation import generate_music, load_primer
+    from rnnrbm.music.statistics import roll_statistics
     from rnnrbm.recipes.schema import GenerationSpec
 
     start = time.perf_counter()
@@ -87,11 +90,17 @@ def run(args: argparse.Namespace) -> int:
         stem=args.name,
         synth=args.synth,
     )
+    new_frames = piece.rolls[:, piece.primer_frames :] >= 0.5  # the primer is the user's
+    statistics = {
+        "generated": roll_statistics(list(new_frames)),
+        "reference": reference_statistics(args, ck.framing),
+    }
     res = {
         "command": "generate",
         "checkpoint": args.checkpoint,
         "framing_source": ck.framing_source,
         **piece.as_dict(),
+        "statistics": statistics,
         "seconds": round(time.perf_counter() - start, 2),
     }
     lines = [
@@ -100,5 +109,6 @@ def run(args: argparse.Namespace) -> int:
     ]
     for p in res["pieces"]:
         lines += [f"wrote {k}: {v}" for k, v in p.items()]
+    lines += statistics_lines(statistics)
     emit(args, res, lines)
     return 0

@@ -14,6 +14,7 @@ import torch
 from rnnrbm.checkpoint import save_checkpoint
 from rnnrbm.evaluation import sequence_nll
 from rnnrbm.generation import generate_music
+from rnnrbm.music.statistics import roll_statistics
 from rnnrbm.plotting import history_curves, save_curves
 from rnnrbm.recipes import Recipe, load, run
 from rnnrbm.recipes.runner import load_data
@@ -93,6 +94,14 @@ def run_music_demo(
         "notes_per_frame": {
             "generated": round(float(piece.rolls[0].sum(-1).mean()), 2),
             "train": round(float(ds.frames("train").sum(-1).mean()), 2),
+        },
+        "statistics": {
+            "generated": roll_statistics(piece.rolls[0] >= 0.5),
+            "reference": {
+                "source": ds.name,
+                "split": ev.split,
+                **roll_statistics(ds[ev.split]),
+            },
         },
         "history": result.as_dict()["history"],
         "paths": paths,
