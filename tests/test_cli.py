@@ -379,7 +379,11 @@ def test_evaluate_reports_whether_ais_converged(run, capsys):
     assert nll["estimator"].startswith("ais(runs=4, betas=3") and nll["runs_gap"] is not None
     assert nll["converged"] == (nll["runs_gap"] <= max(3 * nll["se"], 0.01))
     assert main(args) == 0
-    assert f"doubling the runs moved it {nll['runs_gap']:+.3f}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"doubling the runs moved it {nll['runs_gap']:+.3f}" in out
+    assert "conservative NLL" in out and "raise(runs=4, betas=3" in out and "lies in [" in out
+    assert main([*args, "--no-conservative", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["nll_conservative"] is None
 
 
 def test_evaluate_names_the_missing_split(run, capsys):

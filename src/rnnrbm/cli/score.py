@@ -12,7 +12,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("score", parents=[common], help="log-likelihood per frame of a MIDI file")
     p.add_argument("checkpoint")
     p.add_argument("file", help="a MIDI file")
-    p.add_argument("--method", choices=("auto", "exact", "ais"), default="auto")
+    p.add_argument("--method", choices=("auto", "exact", "ais", "raise"), default="auto")
     p.add_argument("--ais-runs", type=int, default=100)
     p.add_argument("--ais-betas", type=int, default=1000)
     p.add_argument("--per-frame", action="store_true", help="print every frame's value")

@@ -75,6 +75,7 @@ __all__ = [
     "evaluate",
     "frame_accuracy",
     "frame_log_probs",
+    "likelihood_interval",
     "note_one_gram_log_likelihood",
     "random_log_likelihood",
     "sequence_nll",
@@ -88,8 +89,9 @@ GIBBS_BASE_CHAINS = 10
 GIBBS_BASE_STEPS = 50
 
 AISBase = Literal["gibbs", "mean-field", "bias", "data", "zero"]
-Method = Literal["auto", "exact", "ais"]
-METHODS: tuple[Method, ...] = ("auto", "exact", "ais")
+Method = Literal["auto", "exact", "ais", "raise"]
+# "ais": forward AIS (optimistic NLL); "raise": reverse AIS from each frame (conservative NLL).
+METHODS: tuple[Method, ...] = ("auto", "exact", "ais", "raise")
 
 
 # ------------------------------------------------------------------------------------ reports
@@ -117,8 +119,12 @@ class NLLReport:
 
     @property
     def converged(self) -> bool:
-        """False when doubling the AIS runs moved the NLL by > max(3 s.e., 0.01 nats)."""
-        return self.runs_gap is None or self.runs_gap <= max(3 * self.se, 0.01)
+        """False when doubling the AIS runs moved the NLL by > max(3 s.e., 0.01 nats) (up for
+        forward AIS, whose NLL rises with the runs; either way for RAISE, whose NLL falls)."""
+        if self.runs_gap is None:
+            return True
+        moved = abs(self.runs_gap) if self.estimator.startswith("raise") else self.runs_gap
+        return moved <= max(3 * self.se, 0.01)
 
     def __str__(self) -> str:
         pm = f" ± {self.se:.3f}" if self.se > 0 else ""
@@ -359,30 +365,30 @@ def frame_log_probs(
     v, offsets, lengths = teacher_forced_frames(model, rolls, batch_size=batch_size)
     est = model.estimator
     how = _method(est, v.shape[0], method)
-    if how == "ais" and isinstance(est, NADEFrame):
-        how = "exact"  # normalised: "AIS" would return the exact value anyway
-    elif how == "ais" and not isinstance(est, RBMFrame):
+    if how in ("ais", "raise") and isinstance(est, NADEFrame):
+        how = "exact"  # normalised: an AIS bound would return the exact value anyway
+    elif how in ("ais", "raise") and not isinstance(est, RBMFrame):
         raise InputError(
             error_message(
-                "method='ais'", "an RBM frame estimator", type(est).__name__, "use method='exact'"
+                f"method={how!r}", "an RBM frame estimator", type(est).__name__, "use 'exact'"
             )
         )
     with torch.no_grad():
-        if how == "ais":
+        if how in ("ais", "raise"):
             check_positive_int(ais_runs, "ais_runs", minimum=2)
             check_positive_int(ais_betas, "ais_betas")
             b_a = ais_base_bias(est, offsets, ais_base, data=base_data, generator=generator)
             lp = est.log_prob(
                 v,
                 offsets,
-                "ais",
+                how,
                 n_runs=ais_runs,
                 n_betas=ais_betas,
                 base_visible_bias=b_a,
                 generator=generator,
             )
             base_name = "tensor" if isinstance(ais_base, Tensor) else ais_base
-            estimator = f"ais(runs={ais_runs}, betas={ais_betas}, base={base_name})"
+            estimator = f"{how}(runs={ais_runs}, betas={ais_betas}, base={base_name})"
             value, se, half = lp.value, lp.se, lp.value_half_runs
         else:
             frame_chunk = check_positive_int(frame_chunk, "frame_chunk")
@@ -548,12 +554,17 @@ def evaluate(
     empty_frames: Literal["correct", "exclude"] = "correct",
     batch_size: int = 64,
     seed: int = 0,
+    conservative: bool = True,
 ) -> dict[str, Any]:
     """NLL per frame and (optionally) frame accuracy of ``model`` on ``dataset[split]``.
 
     Returns a JSON-able dict: ``{"dataset", "split", "model", "nll": NLLReport.as_dict(),
-    "accuracy": AccuracyReport.as_dict() | None, "settings": {...}}``. Random draws come from a
-    generator seeded with ``seed`` (AIS and accuracy get independent streams).
+    "nll_conservative": NLLReport.as_dict() | None, "interval": … | None, "accuracy":
+    AccuracyReport.as_dict() | None, "settings": {...}}``. When the NLL is a forward-AIS
+    estimate (optimistic in expectation) and ``conservative``, the same frames are also
+    estimated by RAISE (conservative; same runs, β schedule and base) and ``interval`` gives
+    both ends and their gap. Random draws come from generators seeded with ``seed`` (forward
+    AIS, RAISE and accuracy get independent streams).
     """
     rolls = _check_dataset(dataset)[split]
     device = next(model.parameters()).device
@@ -565,6 +576,13 @@ def evaluate(
     acc_settings = dict(samples=samples, gibbs_steps=gibbs_steps, empty_frames=empty_frames)
     shared = dict(batch_size=batch_size, dataset=dataset.name, split=split)
     nll = sequence_nll(model, rolls, **nll_settings, base_data=base_data, generator=g_ais, **shared)
+    upper = None
+    if conservative and nll.estimator.startswith("ais"):
+        g_raise = torch.Generator(device=device).manual_seed(seed + 2)
+        raise_settings = {**nll_settings, "method": "raise"}
+        upper = sequence_nll(
+            model, rolls, **raise_settings, base_data=base_data, generator=g_raise, **shared
+        )
     acc = None
     if accuracy:
         acc = frame_accuracy(model, rolls, **acc_settings, generator=g_acc, **shared)
@@ -573,6 +591,23 @@ def evaluate(
         "split": split,
         "model": getattr(model, "model_type", type(model).__name__),
         "nll": nll.as_dict(),
+        "nll_conservative": None if upper is None else upper.as_dict(),
+        "interval": None if upper is None else likelihood_interval(nll, upper),
         "accuracy": None if acc is None else acc.as_dict(),
         "settings": {**nll_settings, **acc_settings, "seed": seed},
+    }
+
+
+def likelihood_interval(optimistic: NLLReport, conservative: NLLReport) -> dict[str, Any]:
+    """Both ends of the NLL: forward AIS (low in expectation) and RAISE (high in expectation),
+    the gap between them, and whether it is tight (≤ max(3 combined s.e., 0.01 nats))."""
+    gap = conservative.nll - optimistic.nll
+    se = math.hypot(optimistic.se, conservative.se)
+    return {
+        "optimistic": optimistic.nll,
+        "conservative": conservative.nll,
+        "gap": gap,
+        "tight": abs(gap) <= max(3 * se, 0.01),
+        "estimators": [optimistic.estimator, conservative.estimator],
+        "units": "nats per frame (summed over keys)",
     }

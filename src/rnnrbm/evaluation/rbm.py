@@ -16,7 +16,7 @@ import torch
 from rnnrbm.core.estimators import LogProb
 from rnnrbm.core.partition import exact_is_affordable
 from rnnrbm.data.polyphonic import PolyphonicDataset
-from rnnrbm.evaluation.protocol import METHODS, Method, _check_dataset
+from rnnrbm.evaluation.protocol import Method, _check_dataset
 from rnnrbm.models.rbm import RBM
 from rnnrbm.validation import InputTypeError, check_choice, check_positive_int, error_message
 
@@ -46,7 +46,7 @@ def rbm_log_likelihood(
     else AIS with ``ais_runs`` chains and ``ais_betas`` β steps from the model's base rates.
     """
     _check_rbm(model)
-    if check_choice(method, "method", METHODS) == "auto":
+    if check_choice(method, "method", ("auto", "exact", "ais")) == "auto":
         gaussian = model.visible == "gaussian"
         affordable = exact_is_affordable(model.n_visible, model.n_hidden, gaussian=gaussian)
         method = "exact" if affordable else "ais"

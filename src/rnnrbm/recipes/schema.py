@@ -242,6 +242,9 @@ class EvaluationSpec(_Section):
     ais_base: str = _setting(
         "gibbs", "AIS base model", choices=("gibbs", "mean-field", "bias", "data", "zero")
     )
+    conservative: bool = _setting(
+        True, "beside forward AIS (optimistic), the RAISE bound (conservative) on RBM frames"
+    )
     accuracy_samples: int = _setting(20, "samples per frame for frame accuracy (0: skip)", low=0)
     gibbs_steps: int = _setting(25, "Gibbs steps per accuracy sample", low=1)
 
