@@ -406,6 +406,8 @@ def test_music_demo_tiny_and_its_checkpoint_plays_at_the_demo_framing(tmp_path, 
     info = one_json(res.stdout)
     assert info["test_nll"]["n_frames"] == 4725
     assert info["test_nll"]["estimator"].startswith("ais(runs=2, betas=10")
+    assert info["test_nll_conservative"]["estimator"].startswith("raise(runs=2, betas=10")
+    assert info["test_nll_interval"]["conservative"] == info["test_nll_conservative"]["nll"]
     train = load_bundled_jsb().frames("train")
     assert info["notes_per_frame"]["train"] == round(float(train.sum(-1).mean()), 2)
     assert 0 <= info["notes_per_frame"]["generated"] <= 88

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
             f"test NLL {nll['nll']:.3f} ± {nll['se']:.3f} nats per frame over {nll['n_frames']} "
             f"frames ({nll['estimator']}; forward AIS, which errs low with few runs or β"
             f"{runs_gap_text(nll)}); the paper's RNN-RBM reaches {res['paper_test_nll']}",
+            *_interval_line(res),
             f"generated a chorale at {fr['frames_per_beat']} frame(s) per beat, "
             f"{fr['tempo_bpm']:g} bpm: {notes['generated']:.2f} notes per frame "
             f"(training data: {notes['train']:.2f})",
@@ -49,3 +50,14 @@ def run(args: argparse.Namespace) -> int:
         ],
     )
     return 0
+
+
+def _interval_line(res: dict[str, Any]) -> list[str]:
+    interval = res["test_nll_interval"]
+    if not interval:
+        return []
+    upper = res["test_nll_conservative"]
+    return [
+        f"conservative NLL {upper['nll']:.3f} ± {upper['se']:.3f} ({upper['estimator']}): "
+        f"the test NLL lies in [{interval['optimistic']:.3f}, {interval['conservative']:.3f}]"
+    ]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from rnnrbm.checkpoint import save_checkpoint
-from rnnrbm.evaluation import sequence_nll
+from rnnrbm.evaluation import evaluate
 from rnnrbm.generation import generate_music
 from rnnrbm.music.statistics import roll_statistics
 from rnnrbm.plotting import history_curves, save_curves
@@ -58,9 +58,9 @@ def run_music_demo(
     t_train = time.perf_counter() - start
     ev = recipe.evaluation
     t0 = time.perf_counter()
-    report = sequence_nll(
-        model, ds[ev.split], method="ais", ais_runs=ev.ais_runs, ais_betas=ev.ais_betas,
-        generator=torch.Generator().manual_seed(recipe.seed), dataset=ds.name, split=ev.split,
+    report = evaluate(
+        model, ds, ev.split, method="ais", ais_runs=ev.ais_runs, ais_betas=ev.ais_betas,
+        ais_base=ev.ais_base, accuracy=False, seed=recipe.seed, conservative=ev.conservative,
     )  # fmt: skip
     t_eval = time.perf_counter() - t0
     piece = generate_music(
@@ -89,7 +89,9 @@ def run_music_demo(
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "valid_estimator": result.valid_estimator,
-        "test_nll": report.as_dict(),
+        "test_nll": report["nll"],
+        "test_nll_conservative": report["nll_conservative"],
+        "test_nll_interval": report["interval"],
         "paper_test_nll": PAPER_JSB_RNN_RBM,
         "notes_per_frame": {
             "generated": round(float(piece.rolls[0].sum(-1).mean()), 2),
