@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test lint bench bench-rbm bench-ais bench-temporal bench-deep bench-midi clean
+.PHONY: demo test lint bench bench-rbm bench-ais bench-temporal bench-deep bench-midi bench-prepare clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -q
 
-bench: bench-rbm bench-ais bench-temporal bench-deep bench-midi
+bench: bench-rbm bench-ais bench-temporal bench-deep bench-midi bench-prepare
 
 bench-rbm: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -c benchmarks/constraints.txt rbms
@@ -41,6 +41,9 @@ bench-deep: $(STAMP)
 
 bench-midi: $(STAMP)
 	$(PY) benchmarks/bench_midi.py
+
+bench-prepare: $(STAMP)
+	$(PY) benchmarks/bench_prepare.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import math
+import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,24 @@ def chords(n_beats: int = 8, root: int = 60) -> list[tuple[int, int, int]]:
     return [(root + d + (i % 3), i, i + 1) for i in range(n_beats) for d in (0, 4, 7)]
 
 
+def bad_files(folder: Path) -> dict[str, Path]:
+    """The four corrupt inputs of the issue: zero-byte, truncated, text, absurd header."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = write_midi(folder / "good.mid", chords(8, 60)).read_bytes()
+    files = {
+        "zero-byte": b"",
+        "truncated": good[: len(good) // 2],
+        "text": b"This is a text file renamed to .mid\n",
+        "absurd-header": b"MThd" + struct.pack(">LHHH", 6, 1, 65535, 480) + good[14:],
+    }
+    (folder / "good.mid").unlink()
+    out = {}
+    for name, data in files.items():
+        out[name] = folder / f"{name}.mid"
+        out[name].write_bytes(data)
+    return out
+
+
 def tiny_music_model(name: str = "rnn-rbm", seed: int = 0) -> Any:
     """An 88-key model with 3 hidden units (a plain RBM for ``"rbm"``), biases moved off 0."""
     from rnnrbm.models import RBM, build_sequence_model
@@ -168,13 +187,15 @@ def tiny_music_model(name: str = "rnn-rbm", seed: int = 0) -> Any:
 
 @pytest.fixture
 def music() -> type:
-    """Builders of MIDI files, expected rolls and tiny 88-key models (generation, scoring and
-    music-data tests). MIDI files are written with pretty_midi at 120 bpm (a beat = 0.5 s)."""
+    """Builders of MIDI files (good and the four corrupt kinds), expected rolls and tiny 88-key
+    models (generation, scoring, music-data and corpus tests). MIDI files are written with
+    pretty_midi at 120 bpm (a beat = 0.5 s)."""
 
     class _Music:
         write_midi = staticmethod(write_midi)
         roll_of = staticmethod(roll_of)
         chords = staticmethod(chords)
+        bad_files = staticmethod(bad_files)
         tiny = staticmethod(tiny_music_model)
         C_MAJOR = 0  # pretty_midi key numbers: 0..11 major on C..B
         D_MAJOR = 2

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import bad_files
 from rnnrbm.checkpoint import load_checkpoint
 from rnnrbm.cli import main
 from rnnrbm.data.polyphonic import load_bundled_jsb, load_polyphonic
@@ -70,24 +70,6 @@ def write_midi(path, notes, *, key=None):
 
 def chords(n_beats, root):
     return [(root + d + (i % 3), i, i + 1) for i in range(n_beats) for d in (0, 4, 7)]
-
-
-def bad_files(folder: Path) -> dict[str, Path]:
-    """The four corrupt inputs of the issue: zero-byte, truncated, text, absurd header."""
-    folder.mkdir(parents=True, exist_ok=True)
-    good = write_midi(folder / "good.mid", chords(8, 60)).read_bytes()
-    files = {
-        "zero-byte": b"",
-        "truncated": good[: len(good) // 2],
-        "text": b"This is a text file renamed to .mid\n",
-        "absurd-header": b"MThd" + struct.pack(">LHHH", 6, 1, 65535, 480) + good[14:],
-    }
-    (folder / "good.mid").unlink()
-    out = {}
-    for name, data in files.items():
-        out[name] = folder / f"{name}.mid"
-        out[name].write_bytes(data)
-    return out
 
 
 @pytest.fixture(scope="module")

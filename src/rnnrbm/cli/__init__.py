@@ -1,6 +1,7 @@
 """The ``rnnrbm`` command line: a thin layer over the library, one module per subcommand.
 
     rnnrbm recipes                                   the bundled recipes and what they reach
+    rnnrbm prepare   MIDI_DIR --out CORPUS_DIR       parse a MIDI folder once into a corpus
     rnnrbm train     --recipe NAME --out DIR         train (or --model M --data D: best defaults)
     rnnrbm evaluate  CKPT                            the benchmark protocol on the checkpoint's data
     rnnrbm generate  CKPT --out DIR                  sample music: MIDI, WAV, piano-roll PNG
@@ -30,6 +31,7 @@ from rnnrbm.cli import (
     evaluate,
     generate,
     list_recipes,
+    prepare,
     score,
     train,
 )
@@ -52,7 +54,7 @@ USER_ERRORS = (
     FileNotFoundError,
     NonFiniteError,
 )
-COMMANDS = (list_recipes, train, evaluate, generate, score, demo, demo_digits, env)
+COMMANDS = (list_recipes, prepare, train, evaluate, generate, score, demo, demo_digits, env)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 :func:`load_music_data` turns what a user points at into :class:`MusicData`: piano-roll splits
 (a :class:`~rnnrbm.data.polyphonic.PolyphonicDataset`) plus how they were framed, so that primers,
 melodies and scored files can later be read the same way. A benchmark keeps its canonical
-splits; a MIDI folder is split here, deterministically, by a hash of each file's relative path.
+splits; a MIDI folder is split here, deterministically, by a hash of each file's relative path;
+a corpus prepared by ``rnnrbm prepare`` keeps the splits and framing of its index.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rnnrbm.data.corpus import corpus_options, is_corpus, load_corpus
 from rnnrbm.data.polyphonic import DATASETS, PolyphonicDataset, load_polyphonic
 from rnnrbm.music.midi import MidiReadOptions, MidiRoll, is_midi_path, read_midi, read_midi_folder
 from rnnrbm.validation import InputError, error_message
@@ -31,13 +33,14 @@ def dataset_frames_per_beat(name: str) -> int:
 class MusicData:
     """Piano-roll splits for training/evaluation, and how they were made.
 
-    ``kind`` is ``"benchmark"`` (a dataset file with its canonical splits) or ``"midi"`` (a MIDI
-    file or folder: splits made here, ``files`` lists each split's files, ``skipped`` the
-    unreadable ones with their reasons).
+    ``kind`` is ``"benchmark"`` (a dataset file with its canonical splits), ``"corpus"`` (a
+    folder written by :func:`~rnnrbm.data.corpus.prepare_corpus`, with its splits) or ``"midi"``
+    (a MIDI file or folder: splits made here, ``files`` lists each split's files, ``skipped``
+    the unreadable ones with their reasons).
     """
 
     dataset: PolyphonicDataset
-    kind: Literal["benchmark", "midi"]
+    kind: Literal["benchmark", "corpus", "midi"]
     frames_per_beat: int
     transpose_to_c: bool
     files: dict[str, list[str]] = field(default_factory=dict)
@@ -66,7 +69,8 @@ def load_music_data(
     valid_fraction: float = 0.1,
 ) -> MusicData:
     """Training data from a benchmark name (``jsb``, ``nottingham``, ``musedata``,
-    ``piano-midi``), a ``.json.gz``/``.pickle`` file, a MIDI file or a folder of MIDI files.
+    ``piano-midi``), a ``.json.gz``/``.pickle`` file, a MIDI file, a folder of MIDI files or a
+    corpus folder prepared by ``rnnrbm prepare`` (read as prepared: ``options`` do not apply).
 
     MIDI is read with ``options`` (default: eighth-note frames, transposed to C). A folder is
     split deterministically: ``max(1, round(valid_fraction · n))`` files go to ``valid`` (n ≥ 2;
@@ -77,6 +81,11 @@ def load_music_data(
     """
     text = str(spec)
     path = Path(text)
+    if is_corpus(path):
+        framing = corpus_options(path)
+        return MusicData(
+            load_corpus(path), "corpus", framing.frames_per_beat, framing.transpose_to_c
+        )
     if not (path.is_dir() or is_midi_path(text)):
         ds = load_polyphonic(text)
         return MusicData(ds, "benchmark", dataset_frames_per_beat(ds.name), True)
