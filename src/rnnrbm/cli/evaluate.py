@@ -1,7 +1,9 @@
 """``rnnrbm evaluate``: the benchmark protocol on a split (NLL per frame, frame accuracy).
 
 The dataset, split and estimator settings default to the checkpoint's recipe (its
-``[evaluation]`` section); flags override them.
+``[evaluation]`` section); flags override them. Under ``torchrun`` the ranks share the AIS, RAISE
+and accuracy work of a temporal model block by block and print nothing but rank 0's report,
+which equals the one-process report exactly (``evaluation.blocks``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,24 @@ def _settings(args: argparse.Namespace, recipe: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rnnrbm import distributed
+
+    distributed.init_from_env(_device_type(args.device))
+    try:
+        return _run(args)
+    finally:
+        distributed.shutdown()
+
+
+def _device_type(device: str) -> str:
+    import torch
+
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return "cuda" if cuda else "cpu"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rnnrbm import distributed
     from rnnrbm.data.music_data import load_music_data
     from rnnrbm.evaluation import evaluate, evaluate_rbm
     from rnnrbm.models import RBM
@@ -100,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             gibbs_steps=spec.gibbs_steps, seed=args.seed, conservative=spec.conservative,
         )  # fmt: skip
     res = {"command": "evaluate", "checkpoint": args.checkpoint, "data": source, **res}
+    res["ranks"] = distributed.world_size()
     res["seconds"] = round(time.perf_counter() - start, 2)
     nll = res["nll"]
     pm = f" ± {nll['se']:.3f}" if nll["se"] > 0 else ""
@@ -122,5 +143,6 @@ def run(args: argparse.Namespace) -> int:
             f"frame accuracy {100 * acc['accuracy']:.2f}% ± {100 * acc['se']:.2f} "
             f"({acc['samples']} samples per frame, {acc['gibbs_steps']} Gibbs steps)"
         )
-    emit(args, res, lines)
+    if distributed.is_main():
+        emit(args, res, lines)
     return 0

@@ -8,6 +8,7 @@ alternative with the same interface (RNN-NADE).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Literal, NamedTuple, Protocol
 
 import torch
@@ -175,6 +176,7 @@ class RBMFrame(_OffsetBiases):
         n_betas: int,
         base_visible_bias: Tensor | None,
         generator: torch.Generator | None,
+        streams: Sequence[tuple[int, int]] | None = None,
     ) -> partition.AISResult:
         b_v, b_h = self.biases(offsets)
         with torch.no_grad():
@@ -187,6 +189,7 @@ class RBMFrame(_OffsetBiases):
                 n_betas=n_betas,
                 base_visible_bias=base_visible_bias,
                 generator=generator,
+                streams=streams,
             )
 
     def _raise(
@@ -197,6 +200,7 @@ class RBMFrame(_OffsetBiases):
         n_betas: int,
         base_visible_bias: Tensor | None,
         generator: torch.Generator | None,
+        streams: Sequence[tuple[int, int]] | None = None,
     ) -> partition.AISResult:
         """Reverse AIS started at each example itself (RAISE, Burda, Grosse & Salakhutdinov
         2015): one RBM row per example, its ``n_runs`` reverse chains all starting at ``v``.
@@ -223,6 +227,7 @@ class RBMFrame(_OffsetBiases):
                 n_betas=n_betas,
                 base_visible_bias=base_visible_bias,
                 generator=generator,
+                streams=streams,
             )
 
     def log_prob(
@@ -235,18 +240,28 @@ class RBMFrame(_OffsetBiases):
         n_betas: int = 1000,
         base_visible_bias: Tensor | None = None,
         generator: torch.Generator | None = None,
+        streams: Sequence[tuple[int, int]] | None = None,
     ) -> LogProb:
         """``log p(v) = −F(v) − log Z`` per example (float64), with the s.e. of log Z (and, by
         AIS, the values from half of the runs). ``"ais"``: forward AIS, which errs HIGH for
         ``log p`` (optimistic); ``"raise"``: reverse AIS from each example (:meth:`_raise`),
-        a stochastic lower bound (conservative). Both share the β schedule and the base."""
+        a stochastic lower bound (conservative). Both share the β schedule and the base.
+        ``streams`` ``[(examples, seed), …]``: per-block random streams
+        (``partition.log_partition_ais``)."""
         with torch.no_grad():
-            neg_fe = -self.free_energy(v, offsets).double()
+            if streams is None:
+                neg_fe = -self.free_energy(v, offsets).double()
+            else:  # block by block: a product's rounding depends on how many rows it holds
+                neg_fe = -torch.cat(
+                    [self.free_energy(v[a:b], _rows(offsets, a, b)) for a, b in _bounds(streams)]
+                ).double()
         if method in ("ais", "raise"):
             if method == "ais":
-                res = self._ais(offsets, n_runs, n_betas, base_visible_bias, generator)
+                res = self._ais(offsets, n_runs, n_betas, base_visible_bias, generator, streams)
             else:
-                res = self._raise(v, offsets, n_runs, n_betas, base_visible_bias, generator)
+                res = self._raise(
+                    v, offsets, n_runs, n_betas, base_visible_bias, generator, streams
+                )
             value = neg_fe - res.log_z
             how = f"{method}(runs={n_runs}, betas={n_betas})"
             half = neg_fe - res.log_z_from_half_runs()
@@ -425,3 +440,15 @@ class NADEFrame(_OffsetBiases):
         if clamp is None:
             return p
         return torch.where(clamp[0], clamp[1].to(p.dtype), p)
+
+
+def _bounds(streams: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """``[a, b)`` row bounds of consecutive ``(rows, seed)`` blocks."""
+    a = 0
+    for n, _ in streams:
+        yield a, a + n
+        a += n
+
+
+def _rows(offsets: Offsets, a: int, b: int) -> Offsets:
+    return None if offsets is None else (offsets[0][a:b], offsets[1][a:b])

@@ -32,7 +32,7 @@ one block-Gibbs sweep of that RBM: ``h ~ σ(β_k x)``, then ``v ~ σ((1−β_k) 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -191,6 +191,7 @@ class AISResult(NamedTuple):
     n_runs: int
     base_log_z: Tensor
     reverse: bool = False
+    half_runs_log_z: Tensor | None = None  # precomputed block by block (``streams``)
 
     def log_z_from_half_runs(self) -> Tensor:
         """``log Z`` from each half of the runs, averaged over the two halves ``(R,)``.
@@ -198,6 +199,8 @@ class AISResult(NamedTuple):
         The s.e. does not show AIS's bias (a log-mean-exp of ``M`` weights errs low by ~c/M), so
         ``log_z − log_z_from_half_runs()`` — how far the estimate moved when the runs doubled —
         is the check that it has converged (≈ 0), and a first-order guess of the bias left."""
+        if self.half_runs_log_z is not None:
+            return self.half_runs_log_z
         half = self.n_runs // 2
         log_w = self.log_weights[:, : 2 * half].reshape(-1, 2, half)
         lme = torch.logsumexp(-log_w if self.reverse else log_w, -1) - math.log(half)
@@ -280,6 +283,7 @@ def log_partition_ais(
     base_visible_bias: Tensor | None = None,
     generator: torch.Generator | None = None,
     chunk_rows: int | None = None,
+    streams: Sequence[tuple[int, int]] | None = None,
 ) -> AISResult:
     """Forward AIS estimate of ``log Z`` for ``R`` RBMs sharing ``W`` (see the module docstring).
 
@@ -298,11 +302,17 @@ def log_partition_ais(
     thread setting is restored on return). Runs in ``W``'s dtype with log weights in float64.
     Every chunk has its own generator seeded from ``generator``: results are reproducible for the
     same seed, ``chunk_rows`` and device, whatever the thread count.
+
+    ``streams`` ``[(rbms, seed), …]`` instead splits the ``R`` RBMs into consecutive blocks
+    (the ``rbms`` sum to ``R``): each block's ``rbms × M`` chains are one chunk with its own
+    generator seeded with ``seed`` (``generator`` and ``chunk_rows`` are then unused), so an
+    RBM's estimate depends only on its block's seed and content, not on what else is in the
+    call — the caller can split the work across calls or processes without changing a number.
     """
     n_runs = _positive_int(n_runs, "n_runs")
     return _ais(
         W, b_v, b_h, log_sigma, None, n_runs, n_betas, betas, base_visible_bias, generator,
-        chunk_rows, "log_partition_ais",
+        chunk_rows, streams, "log_partition_ais",
     )  # fmt: skip
 
 
@@ -318,6 +328,7 @@ def log_partition_reverse_ais(
     base_visible_bias: Tensor | None = None,
     generator: torch.Generator | None = None,
     chunk_rows: int | None = None,
+    streams: Sequence[tuple[int, int]] | None = None,
 ) -> AISResult:
     """Reverse AIS (Burda, Grosse & Salakhutdinov 2015): anneal from ``β = 1`` down to 0.
 
@@ -333,10 +344,11 @@ def log_partition_reverse_ais(
     unbiased for ``1/Z`` and biased HIGH for ``log Z``. In the loop, at step ``k = K … 1`` the
     state is ``v_k``: add ``log p_k*(v_k) − log p_{k−1}*(v_k)``, then draw ``v_{k−1}`` with one
     sweep at ``β_{k−1}`` (which reuses the same pre-activation ``x = v_k W + b_h``).
+    ``streams`` as in :func:`log_partition_ais`.
     """
     return _ais(
         W, b_v, b_h, log_sigma, init_visible, None, n_betas, betas, base_visible_bias,
-        generator, chunk_rows, "log_partition_reverse_ais",
+        generator, chunk_rows, streams, "log_partition_reverse_ais",
     )  # fmt: skip
 
 
@@ -366,6 +378,7 @@ def _ais(
     base_visible_bias: Tensor | None,
     generator: torch.Generator | None,
     chunk_rows: int | None,
+    streams: Sequence[tuple[int, int]] | None,
     fn: str,
 ) -> AISResult:
     R, _ = _check_rbm(W, b_v, b_h, log_sigma, fn)
@@ -391,32 +404,33 @@ def _ais(
             for k in range(1, K + 1)
         ]
     rows_total = R * M
-    if chunk_rows is None:
-        bytes_per_row = (6 * n_h + 8 * n_v) * (8 if dtype == torch.float64 else 4)
-        # CPU: ~3 MiB per chunk stays in cache (measured: 512 rows of 88×150 beat 256 and 1024);
-        # GPU: ~256 MiB so each kernel launch does enough work.
-        budget = 2**28 if device.type == "cuda" else 3 * 2**20
-        chunk_rows = max(32, budget // bytes_per_row)
-    chunk_rows = _positive_int(chunk_rows, "chunk_rows")
-    starts = list(range(0, rows_total, chunk_rows))
-    # One generator per chunk, seeded from the caller's: the result depends on the seed and
-    # chunk_rows only, not on which thread ran which chunk.
-    seeds = torch.randint(
-        0,
-        2**62,
-        (len(starts),),
-        generator=generator,
-        device=generator.device if generator else "cpu",
-    ).tolist()
+    if streams is not None:
+        starts, stops, seeds = _stream_chunks(streams, R, M)
+    else:
+        starts, stops, seeds = _seeded_chunks(
+            rows_total, chunk_rows, n_v, n_h, dtype, device, generator
+        )
     log_w = torch.empty(rows_total, dtype=torch.float64, device=device)
+    # With streams every per-RBM reduction is also taken block by block: torch rounds a row's
+    # sum differently depending on how many rows come with it.
+    blockwise = torch.empty(4, R, dtype=torch.float64, device=device) if streams else None
 
     def run(i: int) -> None:
-        start, stop = starts[i], min(starts[i] + chunk_rows, rows_total)
+        start, stop = starts[i], stops[i]
         gen = torch.Generator(device=device).manual_seed(seeds[i])
         noise = _Noise(stop - start, n_v, n_h, log_sigma is None, dtype, device, gen)
         rbm = torch.arange(start, stop, device=device) // M  # row r·M + m belongs to RBM r
         v0 = None if init is None else init[start:stop]
         log_w[start:stop] = _anneal_chunk(prep, rbm, v0, schedule, noise)
+        if blockwise is not None:
+            a, b = start // M, stop // M
+            part = prep._replace(b_a=prep.b_a[a:b])
+            res = _estimate(
+                log_w[start:stop].reshape(b - a, M), _base_log_z(part, n_h), K, M, reverse
+            )
+            blockwise[:, a:b] = torch.stack(
+                [res.log_z, res.log_z_se, res.base_log_z, res.log_z_from_half_runs()]
+            )
 
     chunks = range(len(starts))
     if device.type == "cpu":  # chunks, not ops, are spread over torch.get_num_threads() threads
@@ -431,7 +445,55 @@ def _ais(
     else:
         for i in chunks:
             run(i)
+    if blockwise is not None:
+        log_z, se, base, half = blockwise.unbind(0)
+        return AISResult(log_z, se, log_w.reshape(R, M), K, M, base, reverse, half)
     return _estimate(log_w.reshape(R, M), _base_log_z(prep, n_h), K, M, reverse)
+
+
+def _seeded_chunks(
+    rows_total: int,
+    chunk_rows: int | None,
+    n_v: int,
+    n_h: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> tuple[list[int], list[int], list[int]]:
+    """Chunks of ``chunk_rows`` rows, each with a seed drawn from ``generator``."""
+    if chunk_rows is None:
+        bytes_per_row = (6 * n_h + 8 * n_v) * (8 if dtype == torch.float64 else 4)
+        # CPU: ~3 MiB per chunk stays in cache (measured: 512 rows of 88×150 beat 256 and 1024);
+        # GPU: ~256 MiB so each kernel launch does enough work.
+        budget = 2**28 if device.type == "cuda" else 3 * 2**20
+        chunk_rows = max(32, budget // bytes_per_row)
+    chunk_rows = _positive_int(chunk_rows, "chunk_rows")
+    starts = list(range(0, rows_total, chunk_rows))
+    stops = [min(s + chunk_rows, rows_total) for s in starts]
+    # One generator per chunk, seeded from the caller's: the result depends on the seed and
+    # chunk_rows only, not on which thread ran which chunk.
+    seeds = torch.randint(
+        0,
+        2**62,
+        (len(starts),),
+        generator=generator,
+        device=generator.device if generator else "cpu",
+    ).tolist()
+    return starts, stops, seeds
+
+
+def _stream_chunks(
+    streams: Sequence[tuple[int, int]], R: int, M: int
+) -> tuple[list[int], list[int], list[int]]:
+    """One chunk per ``(rbms, seed)`` block: rows ``[Σ previous rbms · M, … + rbms · M)``."""
+    sizes = [_positive_int(n, "streams: rbms per block") for n, _ in streams]
+    if sum(sizes) != R:
+        raise InputError(
+            error_message("streams", f"blocks whose RBM counts sum to {R}", str(sum(sizes)),
+                          "give every RBM exactly one block")
+        )  # fmt: skip
+    bounds = np.cumsum([0, *sizes]) * M
+    return bounds[:-1].tolist(), bounds[1:].tolist(), [int(s) for _, s in streams]
 
 
 def _estimate(log_w: Tensor, base_log_z: Tensor, K: int, M: int, reverse: bool) -> AISResult:
@@ -628,7 +690,10 @@ def _log_mean_exp_se(log_w: Tensor) -> tuple[Tensor, Tensor]:
     lme = top.squeeze(1) + torch.log(mean)
     if M < 2:
         return lme, torch.full_like(lme, math.nan)
-    return lme, w.std(dim=1, correction=1) / (math.sqrt(M) * mean)
+    # Σ (w − mean)² over the row, not Tensor.std: std's kernel rounds a row differently
+    # depending on how many rows come with it, and a row's estimate must not depend on that.
+    sd = ((w - mean[:, None]) ** 2).sum(dim=1).div(M - 1).sqrt()
+    return lme, sd / (math.sqrt(M) * mean)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -7,10 +7,11 @@ protocol; :func:`frame_log_probs` keeps the per-frame values so both can be comp
 
 * NADE frames (RNN-NADE): exact.
 * RBM frames (RNN-RBM, RTRBM, LSTM-RTRBM): ``−F(v_t; b_t) − log Z(b_t)``; ``log Z`` is exact
-  when ``core.partition.exact_is_affordable`` holds (rows = frames), otherwise from ONE
-  annealed-importance-sampling call
-  over every frame of every sequence at once (bias rows stacked; ``core.partition`` chunks the
-  ``frames × runs`` chains to fit memory). The result is an *estimate* ± s.e.: AIS is unbiased
+  when ``core.partition.exact_is_affordable`` holds (rows = frames), otherwise by annealed
+  importance sampling over every frame of every sequence, in keyed blocks of a few frames of one
+  piece (``evaluation.blocks``: each block's chains are one cache-sized chunk with its own random
+  stream, keyed by seed, piece and block, so the figures do not depend on how the blocks are
+  grouped into calls or spread over ``torchrun`` ranks). The result is an *estimate* ± s.e.: AIS is unbiased
   for ``Z``, so it under-estimates ``log Z`` on average and the NLL it reports leans low (too
   good) when the runs or β steps are too few. The s.e. does not show that bias, so every AIS
   report also carries ``runs_gap``: the NLL minus the NLL from half of the runs. It is ≈ 0 once
@@ -21,8 +22,8 @@ protocol; :func:`frame_log_probs` keeps the per-frame values so both can be comp
 visible bias ``b_A(t)``; any ``b_A`` gives an unbiased ``Z``, but the closer ``p_A`` is to the
 target, the smaller the variance and the bias of ``log Z``. The default ``ais_base="gibbs"`` uses
 the frame RBM's own marginals: the mean of ``E[v | h]`` over ``GIBBS_BASE_CHAINS`` = 10 chains of
-``GIBBS_BASE_STEPS`` = 50 block-Gibbs steps run with the frame's biases ``b(t)`` (all frames in one
-batched call; smoothed by half a pseudo-count, logits clipped to ±9). This is Salakhutdinov &
+``GIBBS_BASE_STEPS`` = 50 block-Gibbs steps run with the frame's biases ``b(t)`` (the frames of
+an AIS block together; smoothed by half a pseudo-count, logits clipped to ±9). This is Salakhutdinov &
 Murray's (2008) base-rate model made per frame: it follows what the recurrence predicts for that
 frame, where one data marginal for all frames (``"data"``) ignores the history. Measured on a
 CD-trained JSB RNN-RBM (241 test frames): at 20 runs × 1,000 β the mean per-frame s.e. of
@@ -55,6 +56,17 @@ from rnnrbm.core.estimators import NADEFrame, RBMFrame
 from rnnrbm.core.partition import base_rate_visible_bias, exact_is_affordable
 from rnnrbm.data.batching import pad_sequences
 from rnnrbm.data.polyphonic import PolyphonicDataset
+from rnnrbm.evaluation.blocks import (
+    Block,
+    blocks_of,
+    frames_per_block,
+    gather,
+    generator_for,
+    groups,
+    my_share,
+    rows_of,
+    stream_seed,
+)
 from rnnrbm.validation import (
     InputError,
     InputTypeError,
@@ -353,14 +365,18 @@ def frame_log_probs(
     base_data: Any = None,
     batch_size: int = 64,
     frame_chunk: int = 2048,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
+    blocks_per_call: int | None = None,
 ) -> FrameLogProbs:
     """``log p(v_t | v_<t)`` for every real frame of ``rolls`` (see :class:`FrameLogProbs`).
 
-    RBM frames with ``method="ais"`` run ONE ``log_partition_ais`` over all ``N`` frames
-    (``ais_runs`` chains each, ``ais_betas`` β steps, base from :func:`ais_base_bias`);
-    exact estimators are evaluated ``frame_chunk`` frames at a time (NADE's teacher-forced pass
-    holds ``frame_chunk × n_v × n_h`` numbers).
+    RBM frames with ``method="ais"``/``"raise"`` run forward/reverse AIS (``ais_runs`` chains
+    per frame, ``ais_betas`` β steps, base from :func:`ais_base_bias`) in keyed blocks
+    (``evaluation.blocks``): a frame's estimate depends on ``seed`` and the settings only, not on
+    ``blocks_per_call`` (how many blocks share one call: memory and threads) nor on the number
+    of ``torchrun`` ranks, which split the blocks and gather the results. Exact estimators are
+    evaluated ``frame_chunk`` frames at a time on every rank (NADE's teacher-forced pass holds
+    ``frame_chunk × n_v × n_h`` numbers).
     """
     v, offsets, lengths = teacher_forced_frames(model, rolls, batch_size=batch_size)
     est = model.estimator
@@ -377,30 +393,54 @@ def frame_log_probs(
         if how in ("ais", "raise"):
             check_positive_int(ais_runs, "ais_runs", minimum=2)
             check_positive_int(ais_betas, "ais_betas")
-            b_a = ais_base_bias(est, offsets, ais_base, data=base_data, generator=generator)
-            lp = est.log_prob(
-                v,
-                offsets,
-                how,
-                n_runs=ais_runs,
-                n_betas=ais_betas,
-                base_visible_bias=b_a,
-                generator=generator,
-            )
+            runs = dict(n_runs=ais_runs, n_betas=ais_betas)
+            blocks = blocks_of(lengths, frames_per_block(ais_runs, v.device))
+            parts = []
+            for group in groups(my_share(blocks), blocks_per_call):
+                rows = rows_of(group, v.device)
+                off = tuple(o[rows] for o in offsets)
+                b_a = _block_bases(est, off, rows, group, ais_base, base_data, seed)
+                streams = [(b.frames, stream_seed(seed, how, b)) for b in group]
+                lp = est.log_prob(v[rows], off, how, **runs, base_visible_bias=b_a, streams=streams)
+                packed = torch.stack([lp.value, lp.se, lp.value_half_runs], 1)  # type: ignore[list-item]
+                parts += zip(group, packed.split([b.frames for b in group]), strict=True)
+            value, se, half = gather(parts, v.shape[0]).unbind(1)
             base_name = "tensor" if isinstance(ais_base, Tensor) else ais_base
             estimator = f"{how}(runs={ais_runs}, betas={ais_betas}, base={base_name})"
-            value, se, half = lp.value, lp.se, lp.value_half_runs
         else:
             frame_chunk = check_positive_int(frame_chunk, "frame_chunk")
-            parts = [
+            chunks = [
                 est.log_prob(v[i : i + frame_chunk], tuple(o[i : i + frame_chunk] for o in offsets))
                 for i in range(0, v.shape[0], frame_chunk)
             ]
-            value = torch.cat([p.value for p in parts])
-            se = torch.cat([p.se for p in parts])
+            value = torch.cat([p.value for p in chunks])
+            se = torch.cat([p.se for p in chunks])
             estimator, half = "exact", None
     half = None if half is None else half.double().cpu()
     return FrameLogProbs(value.double().cpu(), se.double().cpu(), lengths, estimator, half)
+
+
+def _block_bases(
+    est: RBMFrame,
+    offsets: tuple[Tensor, ...],
+    rows: Tensor,
+    group: Sequence[Block],
+    base: AISBase | Tensor,
+    data: Any,
+    seed: int,
+) -> Tensor | None:
+    """The AIS base of every frame of ``group``, block by block (its own stream and products)."""
+    if isinstance(base, Tensor):
+        return base[rows.to(base.device)] if base.dim() == 2 else base
+    if base in ("zero", "data"):  # no per-frame product, no randomness
+        return ais_base_bias(est, offsets, base, data=data)
+    parts, a = [], 0
+    for b in group:
+        off = tuple(o[a : a + b.frames] for o in offsets)
+        gen = generator_for(seed, "base", b, rows.device) if base == "gibbs" else None
+        parts.append(ais_base_bias(est, off, base, generator=gen))
+        a += b.frames
+    return torch.cat(parts)  # type: ignore[arg-type]
 
 
 def sequence_nll(
@@ -413,7 +453,8 @@ def sequence_nll(
     ais_base: AISBase | Tensor = "gibbs",
     base_data: Any = None,
     batch_size: int = 64,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
+    blocks_per_call: int | None = None,
     dataset: str = "",
     split: str = "test",
 ) -> NLLReport:
@@ -423,6 +464,7 @@ def sequence_nll(
     ``method="auto"``: exact for NADE, and for RBM frames when
     ``core.partition.exact_is_affordable`` holds (rows = ``N``), AIS otherwise. With AIS the
     per-frame ``log Z`` errors are independent across frames, so ``se = sqrt(Σ_t se_t²) / N``.
+    Random draws are keyed by ``(seed, piece, frame block)`` (:func:`frame_log_probs`).
     """
     t0 = time.perf_counter()
     lp = frame_log_probs(
@@ -434,7 +476,8 @@ def sequence_nll(
         ais_base=ais_base,
         base_data=base_data,
         batch_size=batch_size,
-        generator=generator,
+        seed=seed,
+        blocks_per_call=blocks_per_call,
     )
     n = lp.value.numel()
     nll = -float(lp.value.sum()) / n
@@ -478,36 +521,41 @@ def frame_accuracy(
     gibbs_steps: int = 25,
     empty_frames: Literal["correct", "exclude"] = "correct",
     batch_size: int = 64,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
     dataset: str = "",
     split: str = "test",
 ) -> AccuracyReport:
     """Expected frame accuracy given the true history (Bay et al. 2009; module doc).
 
-    Each of the ``samples`` rounds draws a prediction for every frame of every sequence in ONE
-    estimator call (RBM: ``gibbs_steps`` block-Gibbs steps from the empty frame, as in
-    generation, with the frame's teacher-forced biases; NADE: an exact ancestral draw).
-    ``accuracy`` is the mean over frames of the per-frame mean over draws; ``se`` is the s.e. of
-    that mean over frames.
+    Every frame gets ``samples`` predictions (RBM: ``gibbs_steps`` block-Gibbs steps from the
+    empty frame, as in generation, with the frame's teacher-forced biases; NADE: an exact
+    ancestral draw), drawn in keyed blocks (``evaluation.blocks``: the figure depends on ``seed``
+    alone, whatever the number of ``torchrun`` ranks). ``accuracy`` is the mean over frames of
+    the per-frame mean over draws; ``se`` is the s.e. of that mean over frames.
     """
     check_choice(empty_frames, "empty_frames", ("correct", "exclude"))
     samples = check_positive_int(samples, "samples")
     gibbs_steps = check_positive_int(gibbs_steps, "gibbs_steps", minimum=0)
     t0 = time.perf_counter()
-    v, offsets, _ = teacher_forced_frames(model, rolls, batch_size=batch_size)
+    v, offsets, lengths = teacher_forced_frames(model, rolls, batch_size=batch_size)
     est = model.estimator
-    total = torch.zeros(v.shape[0], dtype=torch.float64, device=v.device)
-    count = torch.zeros_like(total)
-    silence = torch.zeros_like(v)  # every chain starts from the empty frame, as in generation
+    parts = []
     with torch.no_grad():
-        for _ in range(samples):
-            pred = est.sample(offsets, gibbs_steps, generator, v0=silence)
-            acc = accuracy_per_frame(v, pred, empty_frames)
+        for b in my_share(blocks_of(lengths, frames_per_block(samples, v.device))):
+            truth = v[b.start : b.stop].repeat(samples, 1)  # draw-major: row s·F + f
+            off = tuple(o[b.start : b.stop].repeat(samples, 1) for o in offsets)
+            silence = torch.zeros_like(truth)  # every chain starts from the empty frame
+            pred = est.sample(
+                off, gibbs_steps, generator_for(seed, "accuracy", b, v.device), v0=silence
+            )
+            acc = accuracy_per_frame(truth, pred, empty_frames).reshape(samples, b.frames)
             ok = ~torch.isnan(acc)
-            total += torch.where(ok, acc, 0.0)
-            count += ok
+            parts.append(
+                (b, torch.stack([torch.where(ok, acc, 0.0).sum(0), ok.sum(0).double()], 1))
+            )
+    total, count = gather(parts, v.shape[0]).unbind(1)
     defined = count > 0
-    per_frame = (total[defined] / count[defined]).cpu()
+    per_frame = total[defined] / count[defined]
     n = int(per_frame.numel())
     mean = float(per_frame.mean()) if n else math.nan
     se = float(per_frame.std() / math.sqrt(n)) if n > 1 else 0.0
@@ -563,29 +611,24 @@ def evaluate(
     AccuracyReport.as_dict() | None, "settings": {...}}``. When the NLL is a forward-AIS
     estimate (optimistic in expectation) and ``conservative``, the same frames are also
     estimated by RAISE (conservative; same runs, β schedule and base) and ``interval`` gives
-    both ends and their gap. Random draws come from generators seeded with ``seed`` (forward
-    AIS, RAISE and accuracy get independent streams).
+    both ends and their gap. Random draws are keyed by ``(seed, stream, piece, frame block)``
+    (``evaluation.blocks``): forward AIS, RAISE and accuracy get independent streams, and the
+    figures are the same in one process and under ``torchrun`` with any number of ranks.
     """
     rolls = _check_dataset(dataset)[split]
-    device = next(model.parameters()).device
-    g_ais = torch.Generator(device=device).manual_seed(seed)
-    g_acc = torch.Generator(device=device).manual_seed(seed + 1)
     base_data = dataset.frames("train") if ais_base == "data" else None
-    # Each estimate gets its own settings and generator; the report lists the settings passed.
+    # Each estimate gets its own settings; the report lists the settings passed.
     nll_settings = dict(method=method, ais_runs=ais_runs, ais_betas=ais_betas, ais_base=ais_base)
     acc_settings = dict(samples=samples, gibbs_steps=gibbs_steps, empty_frames=empty_frames)
-    shared = dict(batch_size=batch_size, dataset=dataset.name, split=split)
-    nll = sequence_nll(model, rolls, **nll_settings, base_data=base_data, generator=g_ais, **shared)
+    shared = dict(batch_size=batch_size, seed=seed, dataset=dataset.name, split=split)
+    nll = sequence_nll(model, rolls, **nll_settings, base_data=base_data, **shared)
     upper = None
     if conservative and nll.estimator.startswith("ais"):
-        g_raise = torch.Generator(device=device).manual_seed(seed + 2)
         raise_settings = {**nll_settings, "method": "raise"}
-        upper = sequence_nll(
-            model, rolls, **raise_settings, base_data=base_data, generator=g_raise, **shared
-        )
+        upper = sequence_nll(model, rolls, **raise_settings, base_data=base_data, **shared)
     acc = None
     if accuracy:
-        acc = frame_accuracy(model, rolls, **acc_settings, generator=g_acc, **shared)
+        acc = frame_accuracy(model, rolls, **acc_settings, **shared)
     return {
         "dataset": dataset.name,
         "split": split,

@@ -113,7 +113,7 @@ def score_roll(
     lp: FrameLogProbs | LogProb
     if isinstance(model, SequenceModel):
         lp = frame_log_probs(
-            model, [roll], method=method, ais_runs=runs, ais_betas=betas, generator=gen
+            model, [roll], method=method, ais_runs=runs, ais_betas=betas, seed=int(seed)
         )
     else:
         lp = rbm_log_likelihood(

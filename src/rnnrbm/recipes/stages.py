@@ -162,14 +162,13 @@ class ValidationMonitor:
         self.calls += 1
         if self.calls % self.every:
             return {}
-        device = next(self.model.parameters()).device
         report = sequence_nll(
             self.model,
             self._subset(valid),
             method=self.method,
             ais_runs=self.ais_runs,
             ais_betas=self.ais_betas,
-            generator=torch.Generator(device=device).manual_seed(self.seed),
+            seed=self.seed,
             split="valid",
         )
         self.estimator = report.estimator
