@@ -11,9 +11,9 @@ protocol; :func:`frame_log_probs` keeps the per-frame values so both can be comp
   importance sampling over every frame of every sequence, in keyed blocks of a few frames of one
   piece (``evaluation.blocks``: each block's chains are one cache-sized chunk with its own random
   stream, keyed by seed, piece and block, so the figures do not depend on how the blocks are
-  grouped into calls or spread over ``torchrun`` ranks). The result is an *estimate* ± s.e.: AIS is unbiased
-  for ``Z``, so it under-estimates ``log Z`` on average and the NLL it reports leans low (too
-  good) when the runs or β steps are too few. The s.e. does not show that bias, so every AIS
+  grouped into calls or spread over ``torchrun`` ranks). The result is an *estimate* ± s.e.:
+  AIS is unbiased for ``Z``, so it under-estimates ``log Z`` on average and the NLL it reports
+  leans low (too good) when the runs or β steps are too few. The s.e. does not show that bias, so every AIS
   report also carries ``runs_gap``: the NLL minus the NLL from half of the runs. It is ≈ 0 once
   the estimate has converged (JSB RNN-RBMs: 20 → 100 runs moved the figure by +0.004); on a
   Nottingham RNN-RBM at 1,000 β, 20 → 100 runs moved it by +0.31 against an s.e. of 0.007.
@@ -23,8 +23,8 @@ visible bias ``b_A(t)``; any ``b_A`` gives an unbiased ``Z``, but the closer ``p
 target, the smaller the variance and the bias of ``log Z``. The default ``ais_base="gibbs"`` uses
 the frame RBM's own marginals: the mean of ``E[v | h]`` over ``GIBBS_BASE_CHAINS`` = 10 chains of
 ``GIBBS_BASE_STEPS`` = 50 block-Gibbs steps run with the frame's biases ``b(t)`` (the frames of
-an AIS block together; smoothed by half a pseudo-count, logits clipped to ±9). This is Salakhutdinov &
-Murray's (2008) base-rate model made per frame: it follows what the recurrence predicts for that
+an AIS block together; smoothed by half a pseudo-count, logits clipped to ±9). This is
+Salakhutdinov & Murray's (2008) base-rate model made per frame: it follows what the recurrence predicts for that
 frame, where one data marginal for all frames (``"data"``) ignores the history. Measured on a
 CD-trained JSB RNN-RBM (241 test frames): at 20 runs × 1,000 β the mean per-frame s.e. of
 ``log Z`` was 0.11 with ``"gibbs"``, 0.26 with ``"mean-field"`` (damped mean-field marginals —
