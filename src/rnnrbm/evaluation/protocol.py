@@ -6,31 +6,31 @@ sequence first is a different number (it weighs a short piece's frames more) and
 protocol; :func:`frame_log_probs` keeps the per-frame values so both can be computed.
 
 * NADE frames (RNN-NADE): exact.
-* RBM frames (RNN-RBM, RTRBM, LSTM-RTRBM): ``−F(v_t; b_t) − log Z(b_t)``; ``log Z`` is exact
-  when ``core.partition.exact_is_affordable`` holds (rows = frames), otherwise by annealed
-  importance sampling over every frame of every sequence, in keyed blocks of a few frames of one
-  piece (``evaluation.blocks``: each block's chains are one cache-sized chunk with its own random
-  stream, keyed by seed, piece and block, so the figures do not depend on how the blocks are
-  grouped into calls or spread over ``torchrun`` ranks). The result is an *estimate* ± s.e.:
-  AIS is unbiased for ``Z``, so it under-estimates ``log Z`` on average and the NLL it reports
-  leans low (too good) when the runs or β steps are too few. The s.e. does not show that bias, so every AIS
-  report also carries ``runs_gap``: the NLL minus the NLL from half of the runs. It is ≈ 0 once
-  the estimate has converged (JSB RNN-RBMs: 20 → 100 runs moved the figure by +0.004); on a
-  Nottingham RNN-RBM at 1,000 β, 20 → 100 runs moved it by +0.31 against an s.e. of 0.007.
+* RBM frames (RNN-RBM, RTRBM, LSTM-RTRBM): ``−F(v_t; b_t) − log Z(b_t)``; ``log Z`` is exact when
+  ``core.partition.exact_is_affordable`` holds (rows = frames), otherwise by annealed importance
+  sampling over every frame of every sequence, in keyed blocks of a few frames of one piece
+  (``evaluation.blocks``: each block's chains are one cache-sized chunk with its own random stream,
+  keyed by seed, piece and block, so the figures do not depend on how the blocks are grouped into
+  calls or spread over ``torchrun`` ranks). The result is an *estimate* ± s.e.: AIS is unbiased for
+  ``Z``, so it under-estimates ``log Z`` on average and the NLL it reports leans low (too good) when
+  the runs or β steps are too few. The s.e. does not show that bias, so every AIS report also
+  carries ``runs_gap``: the NLL minus the NLL from half of the runs. It is ≈ 0 once the estimate has
+  converged (JSB RNN-RBMs: 20 → 100 runs moved the figure by +0.004); on a Nottingham RNN-RBM at
+  1,000 β, 20 → 100 runs moved it by +0.31 against an s.e. of 0.007.
 
 **AIS base model.** Each frame's chains start from a factorial Bernoulli ``p_A`` (W = 0) with
 visible bias ``b_A(t)``; any ``b_A`` gives an unbiased ``Z``, but the closer ``p_A`` is to the
 target, the smaller the variance and the bias of ``log Z``. The default ``ais_base="gibbs"`` uses
 the frame RBM's own marginals: the mean of ``E[v | h]`` over ``GIBBS_BASE_CHAINS`` = 10 chains of
-``GIBBS_BASE_STEPS`` = 50 block-Gibbs steps run with the frame's biases ``b(t)`` (the frames of
-an AIS block together; smoothed by half a pseudo-count, logits clipped to ±9). This is
-Salakhutdinov & Murray's (2008) base-rate model made per frame: it follows what the recurrence predicts for that
-frame, where one data marginal for all frames (``"data"``) ignores the history. Measured on a
-CD-trained JSB RNN-RBM (241 test frames): at 20 runs × 1,000 β the mean per-frame s.e. of
-``log Z`` was 0.11 with ``"gibbs"``, 0.26 with ``"mean-field"`` (damped mean-field marginals —
-one mode only), 0.36 with ``"bias"`` (``b_v(t)``), 0.41 with ``"zero"`` (uniform); the
-``"gibbs"`` estimate at 20 × 1,000 exceeded every other base's at 100 × 1,000 (AIS errs low).
-The base costs ``10 × 50`` Gibbs steps per frame, 0.5 % of 100 runs × 1,000 β.
+``GIBBS_BASE_STEPS`` = 50 block-Gibbs steps run with the frame's biases ``b(t)`` (the frames of an
+AIS block together; smoothed by half a pseudo-count, logits clipped to ±9). This is Salakhutdinov &
+Murray's (2008) base-rate model made per frame: it follows what the recurrence predicts for that
+frame, where one data marginal for all frames (``"data"``) ignores the history. Measured on a CD-
+trained JSB RNN-RBM (241 test frames): at 20 runs × 1,000 β the mean per-frame s.e. of ``log Z`` was
+0.11 with ``"gibbs"``, 0.26 with ``"mean-field"`` (damped mean-field marginals — one mode only),
+0.36 with ``"bias"`` (``b_v(t)``), 0.41 with ``"zero"`` (uniform); the ``"gibbs"`` estimate at 20 ×
+1,000 exceeded every other base's at 100 × 1,000 (AIS errs low). The base costs ``10 × 50`` Gibbs
+steps per frame, 0.5 % of 100 runs × 1,000 β.
 
 **Frame accuracy** (Bay, Ehmann & Downie 2009, as used by BL2012 §6): for frame ``t`` and a
 prediction ``v̂ ~ p(v_t | true v_<t)``, ``ACC = TP / (TP + FP + FN)`` over the 88 keys. The
