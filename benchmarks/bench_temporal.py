@@ -161,12 +161,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip", nargs="*", default=[], choices=["train", "generate", "ais"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--dataset", default="jsb", help="jsb | nottingham | musedata | piano-midi (train split)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object only")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    ds = load_polyphonic("jsb")
+    ds = load_polyphonic(args.dataset)
     results: dict = {}
     for name in args.models:
         row: dict = {}
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
         "k": args.k,
         "threads": args.threads,
         "device": args.device,
+        "dataset": args.dataset,
         "torch": torch.__version__,
         "machine": platform.machine(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
