@@ -5,21 +5,29 @@ A model only has to provide ``loss(batch, *, generator) -> (scalar, monitors)`` 
 monitored metric) and ``on_fit_start(train)``. Data come as a :class:`Batches` object whose epoch
 order is a pure function of ``(seed, epoch)``, so a run resumed from a checkpoint sees exactly the
 batches, random numbers and optimiser state of the uninterrupted run.
+
+Under ``torchrun`` (a process group of N > 1 ranks, ``rnnrbm.distributed``) the same loop trains
+data-parallel: each rank takes every N-th batch of the epoch, the gradients are averaged by one
+all-reduce per step, rank 0's validation figures decide and rank 0 writes the checkpoints
+(docs/design.md §11). In one process none of that code runs.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnnrbm import distributed
 from rnnrbm.checkpoint import load_checkpoint, save_checkpoint
 from rnnrbm.validation import (
     InputError,
@@ -118,7 +126,10 @@ class TrainResult:
 
 
 class Batches(Protocol):
-    """Data for :func:`fit`: ``epoch(e)`` yields the batches of epoch ``e`` deterministically."""
+    """Data for :func:`fit`: ``epoch(e)`` yields the batches of epoch ``e`` deterministically.
+
+    Optionally ``take(e, positions)`` yields only the batches at those positions of epoch ``e``
+    (a data-parallel rank's share, without building the other ranks' batches)."""
 
     def __len__(self) -> int: ...
 
@@ -135,14 +146,46 @@ class RowBatches:
         return math.ceil(self.data.shape[0] / self.batch_size)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Tensor]:
+        return self.take(epoch, range(start, len(self)))
+
+    def take(self, epoch: int, positions: Iterable[int]) -> Iterator[Tensor]:
+        """The batches at ``positions`` (in that order) of epoch ``epoch``."""
         n = self.data.shape[0]
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(n, generator=g).to(self.data.device)
         else:
             order = torch.arange(n, device=self.data.device)
-        for b in range(start, len(self)):
+        for b in positions:
             yield self.data[order[b * self.batch_size : (b + 1) * self.batch_size]]
+
+
+class _Shard:
+    """One rank's share of every epoch: batches ``rank, rank + N, rank + 2N, …`` of the global
+    order (N ranks), the last ``len(batches) % N`` dropped.
+
+    Every rank thus takes the same number of steps per epoch: a rank with one step more would
+    wait forever in that step's all-reduce. The order stays a pure function of ``(seed,
+    epoch)``, so the shards are disjoint and a resume replays them; ``start`` counts this
+    rank's own steps.
+    """
+
+    def __init__(self, batches: Batches, rank: int, world: int) -> None:
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __len__(self) -> int:
+        return len(self.batches) // self.world
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Any]:
+        positions = range(self.rank + start * self.world, len(self) * self.world, self.world)
+        take = getattr(self.batches, "take", None)
+        if take is not None:
+            return iter(take(epoch, positions))
+        if not positions:
+            return iter(())
+        # Generic Batches: walk the epoch from our first batch and keep every N-th one.
+        walk = self.batches.epoch(epoch, positions.start)
+        return itertools.islice(walk, 0, len(positions) * self.world, self.world)
 
 
 class Callback:
@@ -267,10 +310,14 @@ class _StepBoundaryInterrupt:
     and position agree; a second one raises at once (``forced``: nothing is saved then, the last
     consistent checkpoint stays). Installed only from the main thread and only over Python's
     default handler: a caller's own SIGINT handler (e.g. the CLI's) is left in charge.
+
+    Data-parallel (``synced``), a rank stops only where every rank stops: each step's all-reduce
+    carries the ranks' requests and sets ``agreed``, which alone :meth:`check` reads there.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, synced: bool = False) -> None:
         self.requested = self.forced = False
+        self.synced, self.agreed = synced, False
         self._previous: Any = None
 
     def _handler(self, signum: int, frame: Any) -> None:
@@ -280,7 +327,7 @@ class _StepBoundaryInterrupt:
         self.requested = True
 
     def check(self) -> None:
-        if self.requested:
+        if self.agreed if self.synced else self.requested:
             raise KeyboardInterrupt
 
     def install(self) -> None:
@@ -292,6 +339,119 @@ class _StepBoundaryInterrupt:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+
+class _DataParallel:
+    """What :func:`fit` does beyond the one-process loop when a process group of N > 1 ranks
+    is active (docs/design.md §11).
+
+    Gradients are averaged by hand rather than by ``DistributedDataParallel``: DDP hooks
+    ``forward()``, but the objective here is ``model.loss(batch)``, a CD surrogate whose
+    negative phase is sampled under ``no_grad`` outside any ``forward`` DDP could wrap. One
+    explicit all-reduce of one flat buffer after ``backward()`` averages exactly the gradients
+    the clip and the optimiser then read, whatever the model.
+    """
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    @classmethod
+    def from_env(cls) -> _DataParallel | None:
+        """The active group's view, or None in one process (the loop is then unchanged)."""
+        world = distributed.world_size()
+        return cls(distributed.rank(), world) if world > 1 else None
+
+    def shard(self, train: Batches) -> _Shard:
+        shard = _Shard(train, self.rank, self.world)
+        if len(shard) == 0:
+            raise InputError(
+                error_message(
+                    "train",
+                    f"at least {self.world} batches per epoch (one per process)",
+                    f"{len(train)}",
+                    "lower the batch size or launch fewer processes",
+                )
+            )
+        return shard
+
+    def seed(self, seed: int, step: int = 0) -> int:
+        """This rank's sampling seed: rank 0 keeps ``seed`` (its stream is the one-process
+        run's); rank r > 0 mixes ``(seed, r, step)`` so ranks never draw the same noise."""
+        if self.rank == 0 and step == 0:
+            return seed
+        mixed = np.random.SeedSequence([seed, self.rank, step]).generate_state(1, np.uint64)[0]
+        return int(mixed)
+
+    def sync_parameters(self, params: list[nn.Parameter]) -> None:
+        """Rank 0's parameters on every rank (identical seeds make them equal already; this
+        makes it so whatever the initialisation did, e.g. on a GPU)."""
+        with torch.no_grad():
+            distributed.broadcast_([p.detach() for p in params])
+
+    def average(
+        self, params: list[nn.Parameter], loss: Tensor, interrupt: _StepBoundaryInterrupt
+    ) -> float:
+        """Average the gradients over the ranks in place; the loss averaged over the ranks.
+
+        The one buffer also carries, per parameter, whether this rank produced its gradient
+        (one that no rank produced stays None, as in one process) and this rank's Ctrl-C
+        request, so every rank stops at the same step boundary.
+        """
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flags = [float(p.grad is not None) for p in params] + [float(interrupt.requested)]
+        extras = torch.cat(
+            [loss.detach().reshape(1), torch.tensor(flags, dtype=loss.dtype, device=loss.device)]
+        )
+        distributed.all_reduce_sum_([*grads, extras])
+        summed = extras.tolist()
+        for p, g, produced in zip(params, grads, summed[1:-1], strict=True):
+            p.grad = g.div_(self.world) if produced else None
+        interrupt.agreed = summed[-1] > 0
+        return summed[0] / self.world
+
+    def agree(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank: decisions taken from rank-local facts (wall time,
+        rank 0's validation) must be the same everywhere, or the ranks' steps fall apart."""
+        return distributed.broadcast_object(value)
+
+    def sampler_states(self, generator: torch.Generator, model: nn.Module) -> dict[str, Tensor]:
+        """Every other rank's sampling state for rank 0's checkpoint: its generator
+        (``rank{r}/sampler``) and the buffers where it differs from rank 0's (the persistent
+        chains: ``rank{r}/buffer/<name>``), so a resume is exact on every rank. A collective."""
+        mine = (generator.get_state(), {k: b.detach().cpu() for k, b in model.named_buffers()})
+        gathered = distributed.all_gather_objects(mine)
+        reference = gathered[0][1]
+        out: dict[str, Tensor] = {}
+        for r, (state, buffers) in enumerate(gathered[1:], start=1):
+            out[f"rank{r}/sampler"] = state
+            for name, b in buffers.items():
+                if not torch.equal(b, reference[name]):
+                    out[f"rank{r}/buffer/{name}"] = b
+        return out
+
+    def restore_sampler(
+        self,
+        rng_states: dict[str, Tensor],
+        generator: torch.Generator,
+        model: nn.Module,
+        seed: int,
+        step: int,
+    ) -> None:
+        """Rank r > 0 after loading rank 0's checkpoint: its own generator and buffers when
+        the checkpoint has them (a run of as many ranks), else a generator re-derived from
+        ``(seed, rank, step)`` and rank 0's buffers (deterministic, not the original stream)."""
+        state = rng_states.get(f"rank{self.rank}/sampler")
+        if state is None:
+            generator.manual_seed(self.seed(seed, step))
+        else:
+            generator.set_state(state.to(generator.get_state().device))
+        prefix = f"rank{self.rank}/buffer/"
+        buffers = dict(model.named_buffers())
+        with torch.no_grad():
+            for key, value in rng_states.items():
+                if key.startswith(prefix) and key[len(prefix) :] in buffers:
+                    target = buffers[key[len(prefix) :]]
+                    target.copy_(value.to(target.device))
 
 
 def fit(
@@ -319,39 +479,55 @@ def fit(
     ``validate(valid) -> metrics`` runs after each epoch when ``valid`` is given (default: the
     model's own ``validate``). ``checkpoint_meta`` (JSON-able: e.g. the run's recipe and data
     framing) is written into every checkpoint's header.
+
+    Under a process group of N > 1 ranks (``torchrun``; docs/design.md §11) every rank calls
+    ``fit`` alike and trains on batches ``rank, rank + N, …`` of each epoch (global batch =
+    N × the batch); rank 0's validation figures decide and rank 0 writes. Callbacks run on every
+    rank, the bar on rank 0.
     """
     config = config or TrainConfig()
     if validate is None:
         validate = getattr(model, "validate", None)
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    ddp = _DataParallel.from_env()
+    seed = config.seed if ddp is None else ddp.seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = optimizer or build_optimizer(model, config)
     state = TrainState()
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     last_path: Path | None = None
     if resume is not None:
-        state = _resume(resume, model, optimizer, generator) or state
+        state = _resume(resume, model, optimizer, generator, ddp, config.seed) or state
         last_path = Path(resume)
-    callbacks = list(callbacks) + ([ProgressBar()] if config.progress else [])
+    batches = train if ddp is None else ddp.shard(train)
+    bar = config.progress and distributed.is_main()
+    callbacks = list(callbacks) + ([ProgressBar()] if bar else [])
 
     def save(name: str) -> Path | None:
-        return _save(ckpt_dir, name, model, optimizer, generator, state, config, checkpoint_meta)
+        return _save(
+            ckpt_dir, name, model, optimizer, generator, state, config, checkpoint_meta, ddp
+        )
 
     hook = getattr(model, "on_fit_start", None)
-    if hook is not None:
+    if hook is not None:  # the whole data (e.g. the RBM's base rates), not this rank's shard
         hook(train, resumed=resume is not None)
     for cb in callbacks:
-        cb.on_fit_start(state, len(train), config)
+        cb.on_fit_start(state, len(batches), config)
     model.train()
     # Collected once, after the hooks: a per-step walk over the module tree costs ~10 µs.
     params = list(model.parameters())
-    interrupt = _StepBoundaryInterrupt()
+    if ddp is not None:
+        ddp.sync_parameters(params)
+    interrupt = _StepBoundaryInterrupt(synced=ddp is not None)
     interrupt.install()
     try:
         while state.epoch < config.epochs and not state.stopped_early:
-            for batch in train.epoch(state.epoch, state.batch):
+            for batch in batches.epoch(state.epoch, state.batch):
                 loss, monitors = model.loss(batch, generator=generator)  # type: ignore[operator]
-                value = _update(model, loss, params, optimizer, config, state.step + 1, last_path)
+                value = _update(
+                    model, loss, params, optimizer, config, state.step + 1, last_path,
+                    ddp, interrupt,
+                )  # fmt: skip
                 state.step += 1
                 state.batch += 1
                 state.epoch_loss_sum += value
@@ -361,19 +537,7 @@ def fit(
                 if config.max_steps is not None and state.step >= config.max_steps:
                     last_path = save("last") or last_path
                     return TrainResult(state, last_path)
-            metrics = {"epoch": float(state.epoch + 1)}
-            if state.batch:
-                metrics["train_loss"] = state.epoch_loss_sum / state.batch
-            # By epoch number, not by call count: a resumed run checks the same epochs.
-            due = (state.epoch + 1) % config.valid_every == 0
-            if valid is not None and validate is not None and due:
-                model.eval()
-                metrics.update(validate(valid))
-                model.train()
-            state.epoch += 1
-            state.batch = 0
-            state.epoch_loss_sum = 0.0
-            state.history.append(metrics)
+            metrics = _close_epoch(model, state, config, valid, validate, ddp)
             improved = _track_best(state, metrics, config)
             _decay_on_plateau(optimizer, state, metrics, config, improved)
             if ckpt_dir is not None and (
@@ -384,6 +548,8 @@ def fit(
                 save("best")
             for cb in callbacks:
                 cb.on_epoch_end(state, metrics)
+            if ddp is not None:  # a callback may stop on a rank-local fact (the time budget)
+                state.stopped_early = ddp.agree(state.stopped_early)
             interrupt.check()
     except KeyboardInterrupt:
         state.interrupted = True
@@ -397,7 +563,41 @@ def fit(
     last_path = save("last") or last_path
     for cb in callbacks:
         cb.on_fit_end(state)
+    if ddp is not None:  # every file rank 0 writes exists when any rank returns
+        distributed.barrier()
     return TrainResult(state, last_path)
+
+
+def _close_epoch(
+    model: nn.Module,
+    state: TrainState,
+    config: TrainConfig,
+    valid: Any,
+    validate: Callable[[Any], dict[str, float]] | None,
+    ddp: _DataParallel | None,
+) -> dict[str, float]:
+    """The finished epoch's figures (train loss; validation when due), appended to the
+    history; ``state`` moves to the start of the next epoch.
+
+    Data-parallel, every rank validates (an evaluation may share its work over the ranks, with
+    collectives inside: ``rnnrbm.evaluation`` deals its AIS blocks to them) and every rank then
+    takes rank 0's figures, so the best epoch, early stopping and lr decay are decided alike
+    everywhere."""
+    metrics = {"epoch": float(state.epoch + 1)}
+    if state.batch:
+        metrics["train_loss"] = state.epoch_loss_sum / state.batch
+    # By epoch number, not by call count: a resumed run checks the same epochs.
+    due = (state.epoch + 1) % config.valid_every == 0
+    if valid is not None and validate is not None and due:
+        model.eval()
+        figures = validate(valid)
+        metrics.update(figures if ddp is None else ddp.agree(figures))
+        model.train()
+    state.epoch += 1
+    state.batch = 0
+    state.epoch_loss_sum = 0.0
+    state.history.append(metrics)
+    return metrics
 
 
 def _save(
@@ -409,17 +609,30 @@ def _save(
     state: TrainState,
     config: TrainConfig,
     meta: dict[str, Any] | None,
+    ddp: _DataParallel | None = None,
 ) -> Path | None:
-    """Write ``folder/name.safetensors`` with everything a resume needs (None: no folder)."""
+    """Write ``folder/name.safetensors`` with everything a resume needs (None: no folder).
+
+    Data-parallel, every rank calls this at the same points (it gathers the ranks' sampling
+    states) and rank 0 alone writes; the header's ``extra.world_size`` records the rank count.
+    """
     if folder is None:
         return None
+    path = folder / f"{name}.safetensors"
+    rng_states, extra = _rng_states(generator), None
+    if ddp is not None:
+        rng_states.update(ddp.sampler_states(generator, model))
+        extra = {"world_size": ddp.world}
+        if ddp.rank != 0:
+            return path
     return save_checkpoint(
-        folder / f"{name}.safetensors",
+        path,
         model,
         optimizer=optimizer,
-        rng_states=_rng_states(generator),
+        rng_states=rng_states,
         train_state=asdict(state),
         train_config=asdict(config),
+        extra=extra,
         meta=meta,
     )
 
@@ -429,19 +642,46 @@ def _resume(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    ddp: _DataParallel | None = None,
+    seed: int = 0,
 ) -> TrainState | None:
-    """Load weights, optimiser state and the sampler's state from ``path``; its TrainState."""
+    """Load weights, optimiser state and the sampler's state from ``path``; its TrainState.
+
+    Data-parallel, every rank reads the same file; rank r > 0 then takes its own sampling state
+    from it (``_DataParallel.restore_sampler``)."""
     ck = load_checkpoint(path)
     model.load_state_dict(ck.model.state_dict())
     if ck.optimizer_state is not None:
         optimizer.load_state_dict(ck.optimizer_state)
-    if "sampler" in ck.rng_states:
+    _check_world(path, ck.meta, ck.train_state, 1 if ddp is None else ddp.world)
+    if ddp is not None and ddp.rank > 0:
+        step = int((ck.train_state or {}).get("step", 0))
+        ddp.restore_sampler(ck.rng_states, generator, model, seed, step)
+    if "sampler" in ck.rng_states and (ddp is None or ddp.rank == 0):
         generator.set_state(ck.rng_states["sampler"].to(generator.get_state().device))
     if not ck.train_state:
         return None
     state = TrainState(**ck.train_state)
     state.interrupted = state.stopped_early = False
     return state
+
+
+def _check_world(
+    path: str | Path, meta: dict[str, Any], train_state: dict[str, Any] | None, world: int
+) -> None:
+    """A checkpoint taken mid-epoch resumes only with as many ranks: its position counts this
+    rank's steps in the epoch, which depend on the rank count (at an epoch boundary any count
+    resumes)."""
+    stored = int((meta.get("extra") or {}).get("world_size", 1))
+    if stored != world and (train_state or {}).get("batch", 0):
+        raise InputError(
+            error_message(
+                f"resume {path}",
+                f"{stored} process(es), the number that wrote this mid-epoch checkpoint",
+                f"{world}",
+                f"relaunch with --nproc_per_node {stored}" if stored > 1 else "run one process",
+            )
+        )
 
 
 def _update(
@@ -452,16 +692,24 @@ def _update(
     config: TrainConfig,
     step: int,
     last_path: Path | None,
+    ddp: _DataParallel | None = None,
+    interrupt: _StepBoundaryInterrupt | None = None,
 ) -> float:
-    """One optimiser step from ``loss``; returns its value (checked finite first)."""
+    """One optimiser step from ``loss``; returns its value (checked finite first).
+
+    Data-parallel, the gradients are averaged over the ranks before the norm, the clip and the
+    step, and the value is the ranks' mean loss: every rank then takes the same decisions."""
     for p in params:  # zero_grad(set_to_none=True) without its per-call profiler scope
         p.grad = None
     loss.backward()
+    shared = None
+    if ddp is not None:
+        shared = ddp.average(params, loss, interrupt or _StepBoundaryInterrupt())
     # Stop before a non-finite update: the loss and the gradient norm (which a clip reuses)
     # are the only host syncs of a step.
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads) if grads else None
-    value = loss.item()
+    value = loss.item() if shared is None else shared
     if not (math.isfinite(value) and (norm is None or math.isfinite(norm.item()))):
         raise _non_finite(model, value, step, last_path)
     if config.clip_grad_norm is not None and norm is not None:

@@ -4,6 +4,11 @@ Every flag is a recipe field (``FLAGS``); ``--set KEY=VALUE`` reaches any other.
 recipe is saved as ``OUT/recipe.toml`` and in every checkpoint; ``--resume`` continues the run
 in ``OUT`` with the recipe stored in its checkpoint (only ``--epochs``/``--time-budget`` may
 change). Ctrl-C stops at the next step boundary with a resumable ``last.safetensors`` (exit 130).
+
+Under ``torchrun --nproc_per_node N -m rnnrbm train …`` the run is data-parallel over N
+processes (docs/design.md §11): rank 0 alone prints and writes. ``--resume-if-exists`` continues
+the run in ``OUT`` when it has a checkpoint and starts it otherwise, so the one command line
+serves a first launch and every restart of ``torchrun --max-restarts K``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rnnrbm import distributed
 from rnnrbm.cli.common import DATA_HELP, emit, note, print_skipped, user_error
 from rnnrbm.recipes.schema import setting
 
@@ -61,7 +67,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="rnn-rbm | rtrbm | lstm-rtrbm | rnn-nade | rbm (no --recipe)")
     p.add_argument("--data", help=f"{DATA_HELP} (default: the recipe's)")
     p.add_argument("--out", required=True, help="folder for checkpoints, recipe.toml, curves.png")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    resume.add_argument(
+        "--resume-if-exists",
+        action="store_true",
+        help="continue the run in --out if it has a checkpoint, else start it (for torchrun "
+        "--max-restarts: a restarted group resumes from the last checkpoint)",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -98,13 +111,21 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
     return changes
 
 
-def resolve_recipe(args: argparse.Namespace) -> Any:
-    """The recipe this command line asks for (before training; raises on bad input)."""
+def resumes(args: argparse.Namespace) -> bool:
+    """Whether this command continues the run in ``--out`` (``--resume``, or
+    ``--resume-if-exists`` and ``OUT/last.safetensors`` exists)."""
+    last = Path(args.out) / "last.safetensors"
+    return bool(args.resume or (getattr(args, "resume_if_exists", False) and last.is_file()))
+
+
+def resolve_recipe(args: argparse.Namespace, resume: bool | None = None) -> Any:
+    """The recipe this command line asks for (before training; raises on bad input);
+    ``resume`` defaults to :func:`resumes`."""
     from rnnrbm.checkpoint import read_meta
     from rnnrbm.recipes import Recipe, default_recipe, load
 
     out = Path(args.out)
-    if args.resume:
+    if resumes(args) if resume is None else resume:
         last = out / "last.safetensors"
         if not last.is_file():
             raise user_error(
@@ -144,34 +165,53 @@ def resolve_recipe(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnnrbm.plotting import history_curves, save_curves
-    from rnnrbm.recipes import run as run_recipe
     from rnnrbm.recipes.runner import load_data
+    from rnnrbm.validation import resolve_device
 
     start = time.perf_counter()
-    recipe = resolve_recipe(args)
+    resume = resumes(args)  # decided once, before training writes the checkpoint it looks for
+    recipe = resolve_recipe(args, resume)
     out = Path(args.out)
     # Everything that can fail on the user's input happens before the first file is written.
     data = load_data(recipe)
-    print_skipped(args, data.skipped)
-    if not args.json:
+    # Under torchrun: join the group now, so that rank 0 alone prints from here on.
+    distributed.init_from_env(distributed.local_device(resolve_device(recipe.device)))
+    try:
+        return _train(args, recipe, data, out, resume, start)
+    finally:
+        distributed.shutdown()
+
+
+def _train(
+    args: argparse.Namespace, recipe: Any, data: Any, out: Path, resume: bool, start: float
+) -> int:
+    """Train (every rank), then report and draw the curves (rank 0)."""
+    from rnnrbm.plotting import history_curves, save_curves
+    from rnnrbm.recipes import run as run_recipe
+
+    main = distributed.is_main()
+    if main:
+        print_skipped(args, data.skipped)
+    if main and not args.json:
         print(f"recipe {recipe.name}: {recipe.description or recipe.model.type}")
     # SIGINT always stops training cleanly, even when the shell started us with it ignored (a
     # background job): training.fit then defers it to the next step boundary and writes last.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        result = run_recipe(recipe, out, resume=args.resume, data=data, progress=not args.json)
+        result = run_recipe(recipe, out, resume=resume, data=data, progress=not args.json)
     except KeyboardInterrupt:
         last = out / "last.safetensors"
-        if last.is_file():
+        if main and last.is_file():
             note(
                 args, f"interrupted; checkpoint {last}; continue: rnnrbm train --out {out} --resume"
             )
-        else:
+        elif main:
             note(args, "interrupted before the first checkpoint; nothing to resume")
         return 130
     finally:
         signal.signal(signal.SIGINT, previous)
+    if not main:
+        return 0
     res = {
         "command": "train",
         "model": recipe.model.type,

@@ -12,7 +12,7 @@ epoch ``e`` is a pure function of ``(seed, e)``, and ``batches(e, start=k)`` res
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -272,7 +272,17 @@ class SequenceBatches:
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         """Batches ``start, start + 1, …`` of ``epoch`` as ``(batch, mask)`` (``carry_state``:
         ``(batch, mask, loss_mask)``)."""
-        for idx in self.order(epoch)[start:]:
+        order = self.order(epoch)
+        return self._padded(order[start:])
+
+    def take(self, epoch: int, positions: Iterable[int]) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The batches at ``positions`` (in that order) of ``epoch``, as :meth:`batches` yields
+        them: a data-parallel rank's share without padding the other ranks' batches."""
+        order = self.order(epoch)
+        return self._padded([order[p] for p in positions])
+
+    def _padded(self, indices: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
+        for idx in indices:
             rows = idx.tolist()
             batch, mask = pad_sequences(
                 [self.items[i] for i in rows], dtype=self.dtype, device=self.device

@@ -600,6 +600,14 @@ class SequenceEpochs:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         return self.source.batches(epoch, start)
 
+    def take(self, epoch: int, positions: Iterable[int]) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches at ``positions`` of ``epoch`` (a data-parallel rank's share)."""
+        take = getattr(self.source, "take", None)
+        if take is not None:
+            return take(epoch, positions)
+        # A source with ``batches`` only: one replay per position, each from that batch.
+        return (next(iter(self.source.batches(epoch, p))) for p in positions)
+
 
 class FramePretraining(nn.Module):
     """The frame estimator of a sequence model as a stand-alone model of independent frames.

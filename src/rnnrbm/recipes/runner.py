@@ -5,6 +5,11 @@ run frame pretraining → recurrence pretraining → sequence training through `
 (BL2012 §5), keep the best validation epoch, and write self-describing checkpoints: every
 checkpoint's header carries the resolved recipe and the data framing, so ``evaluate``,
 ``generate`` and ``score`` need nothing else. ``out/recipe.toml`` is written before training.
+
+Under ``torchrun`` every rank calls :func:`run` with the same recipe: it joins the process group,
+checks that every rank has the same recipe and data (fail fast, naming the first field that
+differs), and trains data-parallel through ``training.fit``; rank 0 alone writes files
+(docs/design.md §11).
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from rnnrbm import distributed
 from rnnrbm.checkpoint import load_checkpoint, read_meta
 from rnnrbm.data.music_data import MusicData, load_music_data
 from rnnrbm.files import atomic_write_bytes
@@ -44,6 +51,7 @@ from rnnrbm.validation import (
     error_message,
     resolve_device,
 )
+from rnnrbm.version import __version__
 
 __all__ = ["RunResult", "framing_of", "load_data", "run"]
 
@@ -222,6 +230,41 @@ def _check_resume(recipe: Recipe, last: Path) -> None:
             )
 
 
+def _fingerprint(recipe: Recipe, data: MusicData, last: Path | None) -> dict[str, Any]:
+    """What every rank of a data-parallel run must share: the recipe (flat keys), the data's
+    size per split, the checkpoint it resumes from, and the library versions."""
+    out = _flatten(recipe.to_dict())
+    for split, rolls in data.dataset.splits.items():
+        frames = sum(len(r) for r in rolls)
+        notes = sum(int(np.count_nonzero(r)) for r in rolls)
+        out[f"data.splits.{split}"] = f"{len(rolls)} pieces, {frames} frames, {notes} notes"
+    out["resume from"] = None if last is None else f"{last} at step {_step_of(last)}"
+    out["rnnrbm version"], out["torch version"] = __version__, torch.__version__
+    return out
+
+
+def _step_of(last: Path) -> int:
+    return int((read_meta(last).get("train_state") or {}).get("step", 0))
+
+
+def _check_ranks_agree(recipe: Recipe, data: MusicData, last: Path | None) -> None:
+    """Fail fast, on every rank, when the ranks of a data-parallel run differ in anything
+    that shapes the run: they would otherwise train out of step or deadlock."""
+    if distributed.world_size() == 1:
+        return
+    mismatch = distributed.first_mismatch(_fingerprint(recipe, data, last))
+    if mismatch is not None:
+        key, rank, reference, theirs = mismatch
+        raise InputError(
+            error_message(
+                f"data-parallel run: {key}",
+                f"{reference!r} on every rank (rank 0's value)",
+                f"{theirs!r} on rank {rank}",
+                "launch every rank with the same command line, recipe and data",
+            )
+        )
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -247,6 +290,9 @@ def run(
     continues the run in ``out`` exactly (the pretraining stages are not repeated); only
     ``stages.sequence.epochs`` and ``time_budget`` may differ from the run's recipe. ``data``
     replaces loading ``recipe.data.source`` (already loaded pieces; tests and notebooks).
+
+    Under ``torchrun`` every rank calls it alike: the ranks are checked to agree, every stage
+    trains data-parallel, rank 0 writes the files, and each rank returns the same model.
     """
     start = time.perf_counter()
     recipe = resolve(recipe).with_expected_cleared()
@@ -283,12 +329,14 @@ def run(
                 'wrap a PolyphonicDataset: MusicData(dataset, "benchmark", frames_per_beat, True)',
             )
         )
-    device = resolve_device(recipe.device)
+    device = distributed.local_device(resolve_device(recipe.device))
+    distributed.init_from_env(device)  # under torchrun: join the group (idempotent)
     data = data if data is not None else load_data(recipe)
+    _check_ranks_agree(recipe, data, last if resume else None)
     framing = framing_of(recipe, data)
-    recipe_path = None
-    if folder is not None:
-        recipe_path = atomic_write_bytes(folder / RECIPE_FILE, recipe.to_toml().encode())
+    recipe_path = None if folder is None else folder / RECIPE_FILE
+    if recipe_path is not None and distributed.is_main():
+        atomic_write_bytes(recipe_path, recipe.to_toml().encode())
     with _threads(recipe.threads):
         model = build_model(recipe, data.dataset.splits["train"][0].shape[1], device)
         meta = {"recipe": recipe.to_dict(), "framing": framing}
