@@ -24,7 +24,10 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -q
 
-bench: bench-rbm bench-ais bench-temporal bench-deep bench-midi bench-prepare
+bench: bench-limits bench-rbm bench-ais bench-temporal bench-deep bench-midi bench-prepare
+
+bench-limits: $(STAMP)
+	$(PY) benchmarks/bench_limits.py
 
 bench-rbm: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -c benchmarks/constraints.txt rbms

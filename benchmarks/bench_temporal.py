@@ -8,9 +8,10 @@ Reports, per model (150 hidden, 100 recurrent, CD-15 for RBM frames):
 
 * training throughput through ``training.fit`` (Adam, gradient clipping, the one loop) on the
   JSB train split — 229 sequences, 13,807 frames per epoch, ``--batch-size`` sequences per batch
-  (bucketed by length) — as frames/s and seconds per epoch, after one warm-up epoch. Reference:
-  the Theano RNN-RBM tutorial trains ≈ 4,400 frames/s (3.1 s per JSB epoch) on this kind of
-  machine; ``x_theano`` is the ratio to it.
+  (bucketed by length) — as frames/s and seconds per epoch, after one warm-up epoch, and as a
+  fraction of the GEMM-bound time of that epoch (``bench_limits.py``: the machine's fp32 GEMM
+  rate at these shapes, measured in the same run). A peer is compared only when it ran in the
+  same run on the same machine at the same work.
 * generation: 200 frames, 25 Gibbs steps each (NADE: exact ancestral draws), one sequence.
 * AIS evaluation of the JSB test set (4,725 frames) at ``--ais-runs`` × ``--ais-betas``
   (the protocol: 100 × 1,000): ``rnnrbm.evaluation.sequence_nll`` is timed on the first
@@ -31,13 +32,13 @@ import time
 
 import torch
 
+from bench_limits import gemm_gflops, rnn_rbm_train_flops
 from rnnrbm.data.batching import SequenceBatches
 from rnnrbm.data.polyphonic import load_polyphonic
 from rnnrbm.evaluation import sequence_nll
 from rnnrbm.models.sequence import SequenceEpochs, build_sequence_model
 from rnnrbm.training import Callback, TrainConfig, TrainState, fit
 
-THEANO_FRAMES_PER_S = 4400.0  # the deeplearning.net RNN-RBM tutorial, measured on 2 cores
 MODELS = ["rnn-rbm", "rtrbm", "lstm-rtrbm", "rnn-nade"]
 
 
@@ -87,14 +88,21 @@ def bench_training(name: str, train: list, args: argparse.Namespace) -> dict:
     )
     fit(model, SequenceEpochs(batches), None, config, [timer])
     epoch_s = statistics.median(timer.times[1:])  # epoch 1 warms up (allocator, caches)
-    return {
+    out = {
         "batch_size": args.batch_size,
         "frames_per_epoch": n_frames,
         "epoch_s": round(epoch_s, 3),
         "frames_per_s": round(n_frames / epoch_s),
-        "x_theano": round(n_frames / epoch_s / THEANO_FRAMES_PER_S, 2),
         "epochs_timed": args.epochs,
     }
+    if name == "rnn-rbm":  # the FLOP model of bench_limits covers this model
+        rows = round(args.batch_size * n_frames / len(train))  # rows of a batch's products
+        rate = gemm_gflops(rows, 88, args.hidden, device=args.device)
+        flops = n_frames * rnn_rbm_train_flops(88, args.hidden, args.recurrent, args.k)
+        out["gemm_gflops_at_batch_rows"] = round(rate, 1)
+        out["gemm_bound_epoch_s"] = round(flops / (rate * 1e9), 3)
+        out["fraction_of_limit"] = round(flops / (rate * 1e9) / epoch_s, 2)
+    return out
 
 
 def bench_generation(name: str, args: argparse.Namespace) -> dict:
@@ -195,7 +203,6 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "machine": platform.machine(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
-        "theano_reference_frames_per_s": THEANO_FRAMES_PER_S,
     }
     print(json.dumps(out))
     return out
