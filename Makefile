@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test lint bench bench-rbm bench-ais bench-temporal bench-deep bench-midi bench-prepare clean
+.PHONY: demo test lint bench bench-limits bench-rbm bench-ais bench-temporal bench-deep bench-midi bench-prepare clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
