@@ -33,6 +33,7 @@ from rnnrbm.cli import main
 from rnnrbm.data.batching import SequenceBatches
 from rnnrbm.data.polyphonic import load_polyphonic
 from rnnrbm.models import RBM
+from rnnrbm.models.sequence import SequenceEpochs
 from rnnrbm.training import RowBatches, TrainConfig, TrainState, _Shard, fit
 from rnnrbm.validation import InputError
 
@@ -317,8 +318,20 @@ def test_sequence_batches_take_yields_the_batches_at_those_positions():
     rolls = [rng.random((int(t), 5)) < 0.3 for t in rng.integers(2, 9, 11)]
     loader = SequenceBatches(rolls, 3, seed=1, sort_by_length=True)
     every = list(loader.batches(2))
-    for got, want in zip(loader.take(2, [3, 0, 2]), [every[3], every[0], every[2]], strict=True):
-        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    want = [every[3], every[0], every[2]]
+
+    class BatchesOnly:  # a source without ``take``: SequenceEpochs replays one batch per position
+        def __len__(self) -> int:
+            return len(loader)
+
+        def batches(self, epoch: int, start: int = 0):  # type: ignore[no-untyped-def]
+            return loader.batches(epoch, start)
+
+    for source in (loader, SequenceEpochs(loader), SequenceEpochs(BatchesOnly())):
+        got = list(source.take(2, [3, 0, 2]))
+        assert len(got) == 3
+        for a, b in zip(got, want, strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_one_process_collectives_are_identities():
