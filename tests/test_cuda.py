@@ -158,3 +158,38 @@ def test_nccl_evaluation_under_torchrun_equals_one_process(tmp_path: Path) -> No
         assert {k: v for k, v in a[key].items() if k != "seconds"} == {
             k: v for k, v in b[key].items() if k != "seconds"
         }
+
+
+def test_data_parallel_training_under_torchrun_on_the_device(tmp_path: Path) -> None:
+    """NCCL data-parallel training (one GPU per rank; 1 rank where there is 1 device) writes a
+    checkpoint with every rank's sampler state, which evaluate reads in one process."""
+    rolls = _rolls(5)
+    data = tmp_path / "toy.json"
+    split = [[(21 + np.flatnonzero(f)).tolist() for f in r] for r in rolls]
+    data.write_text(json.dumps({"train": split * 4, "valid": split, "test": split}))
+    recipe = Recipe.from_dict(
+        {
+            "device": DEVICE,
+            "data": {"source": str(data)},
+            "model": {"type": "rnn-rbm", "hidden": 8, "recurrent": 4, "k": 2},
+            "stages": {
+                "frames": {"epochs": 1, "batch_size": 8},
+                "sequence": {"epochs": 2, "batch_size": 2},
+            },
+            "validation": {"ais_runs": 4, "ais_betas": 10},
+        }
+    )
+    (tmp_path / "tiny.toml").write_text(recipe.to_toml())
+    nproc = min(2, torch.cuda.device_count()) if DEVICE == "cuda" else 2
+    out = tmp_path / "run"
+    res = _torchrun(["train", "--recipe", str(tmp_path / "tiny.toml"), "--out", str(out)], nproc)
+    assert res.returncode == 0, res.stderr[-2000:]
+    meta = load_checkpoint(out / "last.safetensors")
+    assert meta.model is not None and meta.train_state["epoch"] == 2  # type: ignore[index]
+    ev = subprocess.run(
+        [sys.executable, "-m", "rnnrbm", "evaluate", str(out / "last.safetensors"), "--device",
+         DEVICE, "--ais-runs", "4", "--ais-betas", "10", "--accuracy-samples", "0", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert np.isfinite(json.loads(ev.stdout.strip().splitlines()[-1])["nll"]["nll"])
