@@ -9,6 +9,10 @@ Under ``torchrun --nproc_per_node N -m rnnrbm train …`` the run is data-parall
 processes (docs/design.md §11): rank 0 alone prints and writes. ``--resume-if-exists`` continues
 the run in ``OUT`` when it has a checkpoint and starts it otherwise, so the one command line
 serves a first launch and every restart of ``torchrun --max-restarts K``.
+
+``--data CORPUS_DIR`` (a corpus from ``rnnrbm prepare``) streams it shard by shard when its
+train split is large or with ``--set data.stream=on`` (docs/design.md §10): a note on stderr
+says so, and the report says what each stage read.
 """
 
 from __future__ import annotations
@@ -194,6 +198,14 @@ def _train(
         print_skipped(args, data.skipped)
     if main and not args.json:
         print(f"recipe {recipe.name}: {recipe.description or recipe.model.type}")
+    if main and data.streamed:
+        train = data.dataset["train"]
+        note(
+            args,
+            f"streaming {data.dataset.source} (data.stream={recipe.data.stream}): "
+            f"{train.frames} train frames in {len(train.shards)} shards, read "
+            f"{train.window} shards at a time",
+        )
     # SIGINT always stops training cleanly, even when the shell started us with it ignored (a
     # background job): training.fit then defers it to the next step boundary and writes last.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -234,9 +246,33 @@ def _train(
         [
             f"trained {recipe.model.type} for {result.epochs} epochs "
             f"({result.train.state.step} steps) on {data.dataset.name}: {shown}",
+            *_stream_lines(result.stream),
             *(f"wrote {k}: {v}" for k, v in res["paths"].items()),
             f"next: rnnrbm evaluate {result.best or result.last}",
             f"done in {res['seconds']} s",
         ],
     )
     return 0
+
+
+def _stream_lines(stream: dict[str, Any] | None) -> list[str]:
+    """What a streamed run read (``RunResult.stream``), for the human-readable report."""
+    if stream is None:
+        return []
+    e = stream["epochs"]
+    lines = [
+        f"streamed {e['frames']} train frames: {e['batches_per_epoch']} batches per epoch from "
+        f"{e['shards']} shards in {e['windows']} windows of {e['window_shards']} shards"
+    ]
+    fp, va = stream["frame_pretraining"], stream["validation"]
+    if fp is not None:
+        lines.append(
+            f"frame pretraining on a sample of {fp['frames']} of {fp['of_frames']} frames "
+            f"({len(fp['shards'])} shards spread over the split)"
+        )
+    if va is not None:
+        lines.append(
+            f"validation on the first {va['pieces']} pieces ({va['frames']} of "
+            f"{va['of_frames']} frames) of the valid split"
+        )
+    return lines

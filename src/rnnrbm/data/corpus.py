@@ -14,7 +14,9 @@ the listing order, the file name or the number of workers. Malformed files never
 they are reported with their reasons (and remembered, so an unchanged bad file is not re-read).
 Shards are written atomically before the index that references them, and the index last, so an
 interrupted run leaves the previous index valid; the orphan shards it wrote are overwritten or
-removed by the next run. :func:`load_corpus` holds every roll in memory.
+removed by the next run. :func:`load_corpus` holds every roll in memory;
+``data.streaming.open_corpus`` opens the splits lazily instead (a piece is decoded from its
+shard on access) for corpora too large for that.
 """
 
 from __future__ import annotations
@@ -515,6 +517,17 @@ def prepare_corpus(
 # load_corpus
 
 
+def _no_train(out: Path, pieces: int) -> InputError:
+    return InputError(
+        error_message(
+            f"corpus {str(out)!r}",
+            "at least one piece in its train split",
+            f"{pieces} pieces, none in train",
+            "add MIDI files and prepare again, or lower valid_fraction / test_fraction",
+        )
+    )
+
+
 def load_corpus(out_dir: str | os.PathLike[str]) -> PolyphonicDataset:
     """The pieces of a prepared corpus as ``train``/``valid``/``test`` splits (an empty
     ``valid`` or ``test`` is left out), every roll in memory as a ``(T, 88)`` bool array.
@@ -541,14 +554,7 @@ def load_corpus(out_dir: str | os.PathLike[str]) -> PolyphonicDataset:
             raise
         raise _bad_index(out / INDEX, f"a malformed entry ({type(exc).__name__}: {exc})") from exc
     if not splits["train"]:
-        raise InputError(
-            error_message(
-                f"corpus {str(out)!r}",
-                "at least one piece in its train split",
-                f"{len(index['pieces'])} pieces, none in train",
-                "add MIDI files and prepare again, or lower valid_fraction / test_fraction",
-            )
-        )
+        raise _no_train(out, len(index["pieces"]))
     return PolyphonicDataset(
         name=out.name, source=str(out), splits={s: v for s, v in splits.items() if v}
     )

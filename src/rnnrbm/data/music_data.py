@@ -4,7 +4,9 @@
 (a :class:`~rnnrbm.data.polyphonic.PolyphonicDataset`) plus how they were framed, so that primers,
 melodies and scored files can later be read the same way. A benchmark keeps its canonical
 splits; a MIDI folder is split here, deterministically, by a hash of each file's relative path;
-a corpus prepared by ``rnnrbm prepare`` keeps the splits and framing of its index.
+a corpus prepared by ``rnnrbm prepare`` keeps the splits and framing of its index, and a large
+one (or any, with ``stream="on"``) is opened lazily (``data.streaming``): its pieces are decoded
+from their shards when read, never all at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from typing import Any, Literal
 
 from rnnrbm.data.corpus import corpus_options, is_corpus, load_corpus
 from rnnrbm.data.polyphonic import DATASETS, PolyphonicDataset, load_polyphonic
+from rnnrbm.data.streaming import (
+    WINDOW_SHARDS,
+    CorpusSplit,
+    open_corpus,
+    should_stream,
+)
 from rnnrbm.music.midi import MidiReadOptions, MidiRoll, is_midi_path, read_midi, read_midi_folder
 from rnnrbm.validation import InputError, error_message
 
@@ -36,7 +44,8 @@ class MusicData:
     ``kind`` is ``"benchmark"`` (a dataset file with its canonical splits), ``"corpus"`` (a
     folder written by :func:`~rnnrbm.data.corpus.prepare_corpus`, with its splits) or ``"midi"``
     (a MIDI file or folder: splits made here, ``files`` lists each split's files, ``skipped``
-    the unreadable ones with their reasons).
+    the unreadable ones with their reasons). A streamed corpus has
+    :class:`~rnnrbm.data.streaming.CorpusSplit` splits (:attr:`streamed`).
     """
 
     dataset: PolyphonicDataset
@@ -46,10 +55,16 @@ class MusicData:
     files: dict[str, list[str]] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the training pieces are read from shards on demand (``data.streaming``)."""
+        return isinstance(self.dataset.splits.get("train"), CorpusSplit)
+
     def describe(self) -> dict[str, Any]:
-        """JSON-able summary (``run.json`` and ``--json`` output)."""
+        """JSON-able summary (``run.json`` and ``--json`` output); a streamed corpus adds
+        ``stream``: its train shards, shards per window and the cache bound."""
         ds = self.dataset
-        return {
+        out = {
             "source": ds.source,
             "name": ds.name,
             "kind": self.kind,
@@ -60,6 +75,14 @@ class MusicData:
             },
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
         }
+        train = ds.splits.get("train")
+        if isinstance(train, CorpusSplit):
+            out["stream"] = {
+                "train_shards": len(train.shards),
+                "window_shards": train.window,
+                "cache_shards": train.cache.capacity,
+            }
+        return out
 
 
 def load_music_data(
@@ -67,10 +90,17 @@ def load_music_data(
     *,
     options: MidiReadOptions | None = None,
     valid_fraction: float = 0.1,
+    stream: str = "auto",
+    window: int = WINDOW_SHARDS,
 ) -> MusicData:
     """Training data from a benchmark name (``jsb``, ``nottingham``, ``musedata``,
     ``piano-midi``), a ``.json.gz``/``.pickle`` file, a MIDI file, a folder of MIDI files or a
     corpus folder prepared by ``rnnrbm prepare`` (read as prepared: ``options`` do not apply).
+
+    A corpus is streamed (``data.streaming.open_corpus``: lazy splits sharing an LRU of
+    ``window`` shards) when ``stream`` is ``"on"``, or ``"auto"`` and its train split holds
+    more than ``data.streaming.STREAM_ABOVE_FRAMES`` frames; otherwise every roll is decoded
+    (``load_corpus``). ``stream="on"`` for anything but a corpus raises ``InputError``.
 
     MIDI is read with ``options`` (default: eighth-note frames, transposed to C). A folder is
     split deterministically: ``max(1, round(valid_fraction · n))`` files go to ``valid`` (n ≥ 2;
@@ -83,8 +113,18 @@ def load_music_data(
     path = Path(text)
     if is_corpus(path):
         framing = corpus_options(path)
-        return MusicData(
-            load_corpus(path), "corpus", framing.frames_per_beat, framing.transpose_to_c
+        ds = None if stream == "off" else open_corpus(path, window=window)  # the index only
+        if ds is None or not should_stream(stream, ds["train"].frames):  # type: ignore[attr-defined]
+            ds = load_corpus(path)
+        return MusicData(ds, "corpus", framing.frames_per_beat, framing.transpose_to_c)
+    if should_stream(stream, 0):
+        raise InputError(
+            error_message(
+                "data.stream",
+                "a corpus folder prepared by `rnnrbm prepare` to stream (or 'auto' / 'off')",
+                f"'on' for {text!r}, which is not one",
+                f"prepare it first (rnnrbm prepare {text} --out CORPUS_DIR), or drop data.stream",
+            )
         )
     if not (path.is_dir() or is_midi_path(text)):
         ds = load_polyphonic(text)

@@ -70,6 +70,8 @@ class PolyphonicDataset:
     """Splits of piano rolls: ``splits[name]`` is a list of ``(T_i, 88)`` bool arrays.
 
     ``name`` is the short dataset name (or the file stem), ``source`` where it was read from.
+    A streamed corpus (``data.streaming.open_corpus``) holds lazy sequences instead of lists:
+    ``n_frames`` reads their lengths, ``frames`` decodes the whole split.
     """
 
     name: str
@@ -89,7 +91,9 @@ class PolyphonicDataset:
         return np.concatenate(self[split], axis=0)
 
     def n_frames(self, split: str) -> int:
-        return sum(len(r) for r in self[split])
+        rolls = self[split]
+        lengths = getattr(rolls, "lengths", None)  # a lazy split (data.streaming) knows them
+        return int(sum(lengths)) if lengths is not None else sum(len(r) for r in rolls)
 
     def __repr__(self) -> str:
         sizes = ", ".join(

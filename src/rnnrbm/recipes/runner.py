@@ -10,6 +10,11 @@ Under ``torchrun`` every rank calls :func:`run` with the same recipe: it joins t
 checks that every rank has the same recipe and data (fail fast, naming the first field that
 differs), and trains data-parallel through ``training.fit``; rank 0 alone writes files
 (docs/design.md §11).
+
+A streamed corpus (``data.stream``; docs/design.md §10) trains on shard-local epochs
+(``data.streaming.StreamingBatches``), pretrains the frames on a bounded sample of its shards
+and validates on the first pieces of its valid split only; ``RunResult.stream`` says what was
+read.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from torch import nn
 from rnnrbm import distributed
 from rnnrbm.checkpoint import load_checkpoint, read_meta
 from rnnrbm.data.music_data import MusicData, load_music_data
+from rnnrbm.data.streaming import FRAME_SAMPLE_FRAMES, STREAM_VALID_FRAMES, CorpusSplit
 from rnnrbm.files import atomic_write_bytes
 from rnnrbm.models import RBM
 from rnnrbm.models.sequence import SequenceModel, build_sequence_model
@@ -64,7 +70,8 @@ RESUMABLE = ("stages.sequence.epochs", "stages.sequence.time_budget")
 class RunResult:
     """What :func:`run` produced. ``model`` holds the best validation epoch's weights (the
     last epoch's when nothing was validated); ``best``/``last`` are checkpoint paths (None
-    without ``out``)."""
+    without ``out``). ``stream`` (a streamed corpus only) describes what each stage read:
+    the epochs' shards and windows, the frame-pretraining sample and the validation pieces."""
 
     recipe: Recipe
     model: nn.Module
@@ -78,6 +85,7 @@ class RunResult:
     best: Path | None = None
     last: Path | None = None
     recipe_path: Path | None = None
+    stream: dict[str, Any] | None = None
 
     @property
     def history(self) -> list[dict[str, float]]:
@@ -90,7 +98,7 @@ class RunResult:
     def as_dict(self) -> dict[str, Any]:
         state = self.train.state
         paths = {"best": self.best, "last": self.last, "recipe": self.recipe_path}
-        return {
+        out = {
             "recipe": self.recipe.name,
             "model_config": self.model.config(),  # type: ignore[operator]
             "framing": self.framing,
@@ -109,18 +117,24 @@ class RunResult:
             + self.history[len(self.epoch_seconds) :],
             "paths": {k: str(v) for k, v in paths.items() if v is not None},
         }
+        if self.stream is not None:
+            out["stream"] = self.stream
+        return out
 
 
 # ----------------------------------------------------------------------------- data
 def load_data(recipe: Recipe) -> MusicData:
-    """The recipe's pieces, read with its framing (MIDI: frames per beat, key, pedal)."""
+    """The recipe's pieces, read with its framing (MIDI: frames per beat, key, pedal); a
+    corpus is streamed by ``data.stream`` (``auto`` never streams for a plain RBM, which
+    trains on all frames in memory)."""
     spec = recipe.data
     options = MidiReadOptions(
         frames_per_beat=spec.frames_per_beat or 2,
         transpose_to_c=spec.transpose_to_c,
         apply_sustain=spec.sustain,
     )
-    return load_music_data(spec.source, options=options)
+    stream = "off" if recipe.model.type == "rbm" else spec.stream
+    return load_music_data(spec.source, options=options, stream=stream, window=spec.stream_window)
 
 
 def framing_of(recipe: Recipe, data: MusicData) -> dict[str, Any]:
@@ -235,6 +249,9 @@ def _fingerprint(recipe: Recipe, data: MusicData, last: Path | None) -> dict[str
     size per split, the checkpoint it resumes from, and the library versions."""
     out = _flatten(recipe.to_dict())
     for split, rolls in data.dataset.splits.items():
+        if isinstance(rolls, CorpusSplit):  # from the index: decoding it all is what we avoid
+            out[f"data.splits.{split}"] = rolls.fingerprint()
+            continue
         frames = sum(len(r) for r in rolls)
         notes = sum(int(np.count_nonzero(r)) for r in rolls)
         out[f"data.splits.{split}"] = f"{len(rolls)} pieces, {frames} frames, {notes} notes"
@@ -388,27 +405,44 @@ def _train_sequence(job: _Job, model: SequenceModel) -> RunResult:
     resume, progress, callbacks, start = job.resume, job.progress, job.callbacks, job.start
     ds, st = data.dataset, recipe.stages
     seq, fr = st.sequence, st.frames
+    train = ds["train"]
+    # A streamed corpus (data.streaming): what each stage reads, for the run's JSON.
+    stream: dict[str, Any] = {"frame_pretraining": None, "validation": None}
     timings: dict[str, float] = {}
     if not resume and fr.epochs > 0:
         t = time.perf_counter()
+        if isinstance(train, CorpusSplit):  # a bounded sample, not every frame of the corpus
+            frames, stream["frame_pretraining"] = train.frame_sample(FRAME_SAMPLE_FRAMES)
+        else:
+            frames = ds.frames("train")
         pretrain_frames(
-            model, ds.frames("train"), epochs=fr.epochs, batch_size=fr.batch_size, lr=fr.lr,
+            model, frames, epochs=fr.epochs, batch_size=fr.batch_size, lr=fr.lr,
             optimizer=seq.optimizer, k=fr.k, seed=recipe.seed, progress=progress,
         )  # fmt: skip
+        del frames
         timings["frames"] = time.perf_counter() - t
     max_len = recipe.data.max_len or None
     if not resume and st.rnn.epochs > 0:
         t = time.perf_counter()
         pretrain_recurrence(
-            model, ds["train"], epochs=st.rnn.epochs, batch_size=seq.batch_size, lr=seq.lr,
+            model, train, epochs=st.rnn.epochs, batch_size=seq.batch_size, lr=seq.lr,
             optimizer=seq.optimizer, max_len=max_len, carry_state=recipe.data.carry_state,
             clip_grad_norm=seq.clip_grad_norm or None, seed=recipe.seed, progress=progress,
         )  # fmt: skip
         timings["rnn"] = time.perf_counter() - t
+    va = recipe.validation
     valid = ds.splits.get("valid")
+    if isinstance(valid, CorpusSplit):  # decode the pieces validation reads, and only those
+        limit = va.frames or STREAM_VALID_FRAMES
+        valid = valid.head(limit)
+        stream["validation"] = {
+            "pieces": len(valid),
+            "frames": sum(len(r) for r in valid),
+            "of_frames": ds["valid"].frames,  # type: ignore[attr-defined]
+            "max_frames": limit,
+        }
     monitor = "valid_nll" if valid is not None else None
     config = replace(_sequence_config(recipe, folder, monitor), progress=progress)
-    va = recipe.validation
     validator = ValidationMonitor(
         model, ais_runs=va.ais_runs, ais_betas=va.ais_betas,
         max_frames=va.frames or None, seed=recipe.seed,
@@ -417,8 +451,11 @@ def _train_sequence(job: _Job, model: SequenceModel) -> RunResult:
     best = BestWeights(model)
     t = time.perf_counter()
     batches = sequence_epochs(
-        model, ds["train"], seq.batch_size, recipe.seed, max_len, recipe.data.carry_state
+        model, train, seq.batch_size, recipe.seed, max_len, recipe.data.carry_state
     )
+    streamed = isinstance(train, CorpusSplit)
+    if streamed:
+        stream = {"epochs": batches.source.describe(), **stream}
     result = fit(
         model, batches, valid, config, [budget, best, *callbacks],
         resume=folder / "last.safetensors" if resume and folder else None,
@@ -429,7 +466,7 @@ def _train_sequence(job: _Job, model: SequenceModel) -> RunResult:
     return _finish(
         recipe, model, meta["framing"], result, folder, monitor=monitor,
         best_epoch=result.state.best_epoch, valid_estimator=validator.estimator,
-        epoch_seconds=budget.log, timings=timings,
+        epoch_seconds=budget.log, timings=timings, stream=stream if streamed else None,
     )  # fmt: skip
 
 

@@ -154,6 +154,15 @@ class DataSpec(_Section):
     tempo_bpm: float = _setting(120.0, "beats per minute of generated music", low=1.0, high=1000)
     max_len: int = _setting(0, "chunk length in frames (0: whole pieces)", low=2, zero=True)
     carry_state: bool = _setting(False, "chunks carry their piece's recurrent state")
+    stream: str = _setting(
+        "auto",
+        "read a prepared corpus shard by shard, never all in memory: on | off | auto (on when "
+        "its train split holds more than 5 million frames; see data.streaming)",
+        choices=("auto", "on", "off"),
+    )
+    stream_window: int = _setting(
+        4, "shards per window of a streamed epoch (the shards held in memory at once)", low=1
+    )
 
     def _check_together(self) -> None:
         if not self.source:
@@ -223,7 +232,10 @@ class ValidationSpec(_Section):
 
     PATH: ClassVar[str] = "validation"
     every: int = _setting(1, "epochs between checks", low=1)
-    frames: int = _setting(0, "first pieces up to this many frames (0: all)", low=1, zero=True)
+    frames: int = _setting(
+        0, "first pieces up to this many frames (0: all; a streamed corpus: 50,000)", low=1,
+        zero=True,
+    )  # fmt: skip
     ais_runs: int = _setting(10, "AIS runs per frame (RBM frames; NADE is exact)", low=1)
     ais_betas: int = _setting(300, "AIS temperatures", low=2)
     patience: int = _setting(0, "checks without a new best before stopping (0: never)", low=1,
@@ -290,6 +302,18 @@ class Recipe(_Section):
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     expected: Expected = field(default_factory=Expected)
+
+    def _check_together(self) -> None:
+        if self.data.stream == "on" and self.model.type == "rbm":
+            raise InputError(
+                error_message(
+                    "data.stream",
+                    "'auto' or 'off' for model.type 'rbm' (a plain RBM trains on frames in "
+                    "memory; streaming serves the sequence models)",
+                    "'on'",
+                    "drop data.stream, or train a sequence model",
+                )
+            )
 
     # ------------------------------------------------------------------ dicts and TOML
     def to_dict(self) -> dict[str, Any]:

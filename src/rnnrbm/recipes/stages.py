@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnrbm.data.batching import SequenceBatches
+from rnnrbm.data.streaming import CorpusSplit, StreamingBatches
 from rnnrbm.evaluation import sequence_nll
 from rnnrbm.models.sequence import (
     FramePretraining,
@@ -205,8 +206,21 @@ def sequence_epochs(
     max_len: int | None,
     carry_state: bool = False,
 ) -> SequenceEpochs:
-    """``fit`` data of length-sorted sequence batches of ``rolls`` on the model's device."""
+    """``fit`` data of length-sorted sequence batches of ``rolls`` on the model's device; a
+    streamed corpus split (``data.streaming.CorpusSplit``) gets shard-local epochs
+    (``StreamingBatches``: windows of its shards, one window in memory)."""
     device = next(model.parameters()).device
+    if isinstance(rolls, CorpusSplit):
+        return SequenceEpochs(
+            StreamingBatches(
+                rolls,
+                batch_size,
+                seed=seed,
+                max_len=max_len,
+                carry_state=carry_state,
+                device=device,
+            )
+        )
     return SequenceEpochs(
         SequenceBatches(
             rolls,
