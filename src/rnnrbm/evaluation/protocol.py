@@ -237,6 +237,7 @@ def _check_rolls(model: Any, rolls: Any) -> list[Any]:
             )
         )
     n_v = model.n_visible
+    rolls = list(rolls)  # once: a corpus split decodes each piece on access
     for i, r in enumerate(rolls):
         shape = tuple(getattr(r, "shape", ()))
         if len(shape) != 2 or shape[0] < 1 or shape[1] != n_v:
@@ -248,7 +249,7 @@ def _check_rolls(model: Any, rolls: Any) -> list[Any]:
                     "pass one 2-D (time, keys) array per sequence",
                 )
             )
-    return list(rolls)
+    return rolls
 
 
 @torch.no_grad()
