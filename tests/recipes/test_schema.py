@@ -24,6 +24,7 @@ ROWS = (  # one bundled recipe per published results row, plus the demo and a pl
     "piano-midi-rnn-nade",
     "piano-midi-rnn-rbm",
 )
+UNMEASURED = {"jsb-rbm", "musedata-rnn-nade"}  # recipes whose figure is not measured yet
 
 
 def test_every_bundled_recipe_loads_and_round_trips_through_toml(tmp_path: Path) -> None:
@@ -39,7 +40,7 @@ def test_every_bundled_recipe_loads_and_round_trips_through_toml(tmp_path: Path)
 
 def test_bundled_rows_carry_their_measured_figure() -> None:
     for name in ROWS:
-        if name != "jsb-rbm":
+        if name not in UNMEASURED:
             expected = load(name).expected
             assert expected.test_nll > 0 and expected.estimator and expected.measured
 
