@@ -51,11 +51,14 @@ def _rnn(activation: str) -> Callable[[], tuple[BiasRecurrence, object]]:
     return make
 
 
-def _lstm() -> tuple[BiasRecurrence, object]:
-    est = _nade()
-    rec = LSTMRecurrence(N_V, N_U, est.offset_sizes, dtype=F64)
-    _randomise(rec, 2)
-    return rec, est
+def _lstm(estimator: Callable[[], object]) -> Callable[[], tuple[BiasRecurrence, object]]:
+    def make() -> tuple[BiasRecurrence, object]:
+        est = estimator()
+        rec = LSTMRecurrence(N_V, N_U, est.offset_sizes, dtype=F64)  # type: ignore[attr-defined]
+        _randomise(rec, 2)
+        return rec, est
+
+    return make
 
 
 def _mean_field(estimator: Callable[[], object], visible: bool = True):
@@ -71,7 +74,8 @@ def _mean_field(estimator: Callable[[], object], visible: bool = True):
 RECURRENCES = {
     "rnn-tanh": _rnn("tanh"),
     "rnn-sigmoid": _rnn("sigmoid"),
-    "lstm": _lstm,
+    "lstm-rbm": _lstm(_rbm),
+    "lstm-nade": _lstm(_nade),
     "mean-field-rbm": _mean_field(_rbm),
     "mean-field-nade": _mean_field(_nade),
     "mean-field-hidden-only": _mean_field(_rbm, visible=False),
@@ -129,7 +133,7 @@ def test_batched_equals_looped_and_step_path(case) -> None:
 
 
 def test_gradients_equal_those_of_the_step_path(case) -> None:
-    """The fused passes (tanh kernel, σ through the tanh kernel, LSTM) backpropagate exactly as
+    """The fused passes (tanh kernel, σ via the tanh kernel, LSTM cell kernel) backpropagate as
     the plain step() loop: same parameter gradients for a random linear read-out."""
     rec, est = case
     v = _rolls(3, 6, seed=5)
@@ -170,7 +174,7 @@ def test_gradients_reach_every_parameter_and_the_initial_state(case) -> None:
     sum(o.pow(2).sum() for o in offs).backward()
     for name, p in rec.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    if isinstance(rec, MeanFieldRecurrence):  # r(t) uses the estimator's own W and b_h
+    if isinstance(rec, MeanFieldRecurrence | LSTMRecurrence):  # ĥ(t): the estimator's W, b_h
         assert est.W.grad is not None and est.W.grad.abs().sum() > 0
         assert est.b_h.grad is not None and est.b_h.grad.abs().sum() > 0
 
@@ -217,6 +221,28 @@ def test_mean_field_follows_the_rtrbm_equations() -> None:
     assert hidden_only.out.weight.shape == (N_H, N_H)
 
 
+def test_lstm_follows_the_lstm_rtrbm_equations() -> None:
+    """Lyu et al. 2015: the RTRBM path plus an LSTM reading ĥ(t), bypassing into the hidden
+    biases: Δb_v(t) = W″ ĥ(t−1), Δb_h(t) = W′ ĥ(t−1) + W_L u(t−1); ĥ(t) = σ(W v(t) + b_h +
+    Δb_h(t)); u(t), c(t) = LSTM(ĥ(t); u(t−1), c(t−1))."""
+    rec, est = _lstm(_rbm)()
+    W1, W2, W_L = rec.out.weight[:N_V], rec.out.weight[N_V:], rec.bypass.weight
+    v = _rolls(2, 5, seed=4)
+    d_v, d_h = rec(v, None, est)
+    r, u, c = rec.r0.expand(2, N_H), rec.h0.expand(2, N_U), rec.c0.expand(2, N_U)
+    cell = rec.lstm
+    for t in range(5):
+        torch.testing.assert_close(d_v[:, t], r @ W1.T)
+        torch.testing.assert_close(d_h[:, t], r @ W2.T + u @ W_L.T)
+        r = torch.sigmoid(v[:, t] @ est.W + est.b_h + d_h[:, t])
+        gates = r @ cell.weight_ih.T + u @ cell.weight_hh.T + cell.bias_ih + cell.bias_hh
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        u = torch.sigmoid(o) * torch.tanh(c)
+    assert rec.out.weight.shape == (N_V + N_H, N_H) and W_L.shape == (N_H, N_U)
+    assert cell.weight_ih.shape == (4 * N_U, N_H)  # it reads ĥ, not v
+
+
 def test_initialisation_is_seeded() -> None:
     def make(seed: int) -> RNNRecurrence:
         return RNNRecurrence(N_V, N_U, (N_V, N_H), generator=torch.Generator().manual_seed(seed))
@@ -238,5 +264,7 @@ def test_errors_name_the_argument() -> None:
         RNNRecurrence(4, 3, ())
     with pytest.raises(InputError, match="n_recurrent: expected an int ≥ 1"):
         LSTMRecurrence(4, 0, (4, 2))
+    with pytest.raises(InputError, match=r"LSTMRecurrence offset_sizes: expected \(4, n_hidden\)"):
+        LSTMRecurrence(4, 3, (5, 2))
     with pytest.raises(InputError, match=r"MeanFieldRecurrence offset_sizes: expected \(n_visible"):
         MeanFieldRecurrence((4,))

@@ -7,17 +7,18 @@ state (û(0) in Boulanger-Lewandowski, Bengio & Vincent 2012, "BL2012" below).
 
 * :class:`RNNRecurrence` — RNN-RBM / RNN-NADE (BL2012 §3–4):
   ``û(t) = act(W₂ v(t) + W₃ û(t−1) + b_û)``, ``Δb_v(t) = W_uv û(t−1)``, ``Δb_h(t) = W_uh û(t−1)``.
-* :class:`LSTMRecurrence` — LSTM-RTRBM (Lyu, Wu, Zhu & Meng 2015): an LSTM state ``h(t−1)`` in
-  place of ``û(t−1)``; the LSTM reads ``v(t)``.
+* :class:`LSTMRecurrence` — LSTM-RTRBM (Lyu, Wu, Zhu & Meng 2015): the RTRBM recurrence below
+  plus an LSTM that reads ``ĥ(t)`` and whose output ``u(t−1)`` is added to the hidden offsets
+  (``Δb_h(t) = W′ ĥ(t−1) + W_L u(t−1)``, ``Δb_v(t) = W″ ĥ(t−1)``).
 * :class:`MeanFieldRecurrence` — RTRBM (Sutskever, Hinton & Taylor 2009, as written in BL2012
   §3): ``ĥ(t) = σ(W v(t) + b_h(t))`` is the frame estimator's own mean-field hidden expectation
   *under its time-varying bias*, and ``b_h(t) = b_h + W′ ĥ(t−1)``, ``b_v(t) = b_v + W″ ĥ(t−1)``.
   BL2012 includes the visible term ``W″``; ``visible_offsets=False`` drops it (Δb_v = 0).
 
-Speed (docs/design.md §6): the tanh RNN and LSTM run as one fused ``torch.nn.RNN``/``nn.LSTM`` call
-over ``(B, T)`` — no Python loop over time — and the output map for every frame is ONE matmul over
-``B·T`` rows; the sigmoid RNN runs on the same fused tanh kernel (σ(a) = (1 + tanh(a/2))/2).
-The mean-field recurrence needs a Python loop over ``t`` (batched over ``B``): ĥ(t) needs the
+Speed (docs/design.md §6): the tanh RNN runs as one fused ``torch.nn.RNN`` call over ``(B, T)`` —
+no Python loop over time — and the output map for every frame is ONE matmul over ``B·T`` rows;
+the sigmoid RNN runs on the same fused tanh kernel (σ(a) = (1 + tanh(a/2))/2). The mean-field
+and LSTM-RTRBM recurrences need a Python loop over ``t`` (batched over ``B``): ĥ(t) needs the
 estimator.
 
 Padding: sequences are right-padded (``data.batching.pad_sequences``). Padding frames are zeroed
@@ -57,9 +58,10 @@ class BiasRecurrence(nn.Module):
     """Base class: frames ``< t`` → offsets at ``t`` (docs/design.md §3).
 
     Subclasses define the state (``initial_state``, ``step``) and ``state_output`` (the vector
-    the offsets are read from). The output map is one bias-free linear layer whose output is
-    split into ``offset_sizes`` (``(Δb_v, Δb_h)`` for RBM/NADE frames). ``forward`` here is the
-    reference loop over ``step``; subclasses override it with a fused version.
+    the offsets are read from; or override ``offsets``). The output map is one bias-free linear
+    layer whose output is split into ``offset_sizes`` (``(Δb_v, Δb_h)`` for RBM/NADE frames).
+    ``forward`` here is the reference loop over ``step`` and ``offsets``; subclasses override it
+    with a fused version.
     """
 
     offset_sizes: tuple[int, ...]
@@ -114,10 +116,10 @@ class BiasRecurrence(nn.Module):
         state = self.initial_state(B)
         rows = []
         for t in range(T):
-            rows.append(self.state_output(state))
+            rows.append(self.offsets(state, estimator))
             if t + 1 < T:
                 state = self.step(state, v[:, t], estimator)
-        return self._split(self.out(torch.stack(rows, 1)))
+        return tuple(torch.stack(o, 1) for o in zip(*rows, strict=True))
 
 
 def _zero_padding(v: Tensor, mask: Tensor | None) -> Tensor:
@@ -132,7 +134,7 @@ def _check_sizes(**sizes: int) -> None:
 
 
 class _FusedRecurrence(BiasRecurrence):
-    """Set-up and ``forward`` shared by the recurrences kept in one ``nn.RNN``/``nn.LSTM``."""
+    """Set-up and ``forward`` of a recurrence kept in one fused ``nn.RNN`` (reads ``v(t)`` only)."""
 
     n_visible: int
     n_recurrent: int
@@ -229,12 +231,34 @@ class RNNRecurrence(_FusedRecurrence):
         return self._offsets_after(v, mask, self.u0, self.states)
 
 
-class LSTMRecurrence(_FusedRecurrence):
-    """LSTM-RTRBM recurrence (Lyu et al. 2015): an LSTM reads ``v(t)``; its output ``h(t−1)``
-    replaces û(t−1) of the RNN-RBM, ``Δb(t) = W_out h(t−1)``.
+class LSTMRecurrence(BiasRecurrence):
+    """LSTM-RTRBM recurrence (Lyu, Wu, Zhu & Meng 2015; Lyu, Wu & Zhu 2015, ACM MM p. 993): the
+    RTRBM's recurrence (as :class:`MeanFieldRecurrence`) is *kept*, and an LSTM reaches the RBM
+    through "bypass connections from LSTM units to the hidden units besides the existing
+    recurrent connections of hidden units"::
 
-    The state is ``(h, c)``; both initial vectors ``h0``, ``c0`` are learned. Fused ``nn.LSTM``
-    over the whole batch; matrices ~ N(0, init_std²), biases zero.
+        ĥ(t)       = estimator.hidden_mean(v(t), offsets(t))   (RBM: σ(W v(t) + b_h + Δb_h(t)))
+        u(t), c(t) = LSTM(ĥ(t); u(t−1), c(t−1))               (reads ĥ(t): measured, below)
+        Δb_v(t)    = W″ ĥ(t−1)                                 (the RTRBM's visible term, BL2012)
+        Δb_h(t)    = W′ ĥ(t−1) + W_L u(t−1)                     (W_L: the bypass, hidden units only)
+
+    Why this shape — measured 2026-12-03 on JSB, recipe ``jsb-lstm-rtrbm``, seed 0, validation
+    NLL by forward AIS 10 × 300 on 1,500 frames (train NLL the same way on 1,500 train frames):
+
+    * the earlier recurrence, an LSTM reading v(t) *in place of* the RTRBM path with
+      ``Δb = W_out u(t−1)``, learnt fastest and then over-fitted: best 6.940 at epoch 35
+      (train 6.25), where the RTRBM recipe reaches 5.936 at epoch 230 (train 5.93). Keeping
+      the RTRBM path with that LSTM still reading v(t): 6.984. Forget-gate bias 1: 6.952;
+      N(0, 0.1²) weights: 7.109 — so the LSTM is initialised like the rest.
+    * the LSTM reading ĥ(t) beside the RTRBM path: 6.150 at epoch 110 (train 5.18) with the
+      LSTM term in both biases; into the hidden biases only, as the paper has it, 5.889 at
+      epoch 140 (a prototype with other initial draws) and 5.715 at epoch 160 (this class;
+      train 5.04).
+
+    ``out`` is ``[W″; W′]`` on ĥ(t−1) (the RTRBM's map), ``bypass`` is ``W_L`` on u(t−1),
+    ``lstm`` the cell (``nn.LSTMCell``); ``r0``, ``h0``, ``c0`` are the learned ĥ(0), u(0), c(0)
+    (zero at first); matrices ~ N(0, init_std²), biases zero. ĥ(t) needs the offsets at t, so
+    ``forward`` is a Python loop over t (batched over B), as the RTRBM's.
     """
 
     def __init__(
@@ -248,38 +272,64 @@ class LSTMRecurrence(_FusedRecurrence):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        super().__init__(n_visible, n_recurrent)
-        self.lstm = nn.LSTM(n_visible, n_recurrent, batch_first=True, dtype=dtype, device=device)
+        super().__init__()
+        _check_sizes(n_visible=n_visible, n_recurrent=n_recurrent)
+        sizes = tuple(int(s) for s in offset_sizes)
+        if len(sizes) != 2 or sizes[0] != n_visible or sizes[1] < 1:
+            raise InputError(
+                error_message(
+                    "LSTMRecurrence offset_sizes",
+                    f"({n_visible}, n_hidden) of an RBM or NADE frame estimator",
+                    repr(offset_sizes),
+                    "pass estimator.offset_sizes",
+                )
+            )
+        self.n_visible, self.n_recurrent, self.n_hidden = n_visible, n_recurrent, sizes[1]
+        n_h = self.n_hidden
+        self.lstm = nn.LSTMCell(n_h, n_recurrent, dtype=dtype, device=device)
+        self.r0 = nn.Parameter(torch.zeros(n_h, dtype=dtype, device=device))
         self.h0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
         self.c0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
-        self._output_and_init(self.lstm, offset_sizes, init_std, generator, dtype, device)
+        self._make_output(n_h, sizes, dtype, device)
+        self.bypass = nn.Linear(n_recurrent, n_h, bias=False, dtype=dtype, device=device)
+        _init_([*self.lstm.parameters(), self.out.weight, self.bypass.weight], init_std, generator)
 
-    def _initial(self, batch: int) -> tuple[Tensor, Tensor]:
-        shape = (1, batch, self.n_recurrent)
-        return self.h0.expand(shape).contiguous(), self.c0.expand(shape).contiguous()
+    def initial_state(self, batch: int) -> tuple[Tensor, Tensor, Tensor]:
+        return (
+            self.r0.expand(batch, self.n_hidden),
+            self.h0.expand(batch, self.n_recurrent),
+            self.c0.expand(batch, self.n_recurrent),
+        )
 
-    def initial_state(self, batch: int) -> tuple[Tensor, Tensor]:
-        h, c = self._initial(batch)
-        return h[0], c[0]
+    def offsets(
+        self, state: tuple[Tensor, Tensor, Tensor], estimator: FrameEstimator | None = None
+    ) -> OffsetTuple:
+        d_v, d_h = self._split(F.linear(state[0], self.out.weight))
+        return d_v, d_h + F.linear(state[1], self.bypass.weight)
+
+    def _cell(self, r: Tensor, u: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """One LSTM step reading ĥ ``r`` (the fused cell kernel, no module-call hooks)."""
+        m = self.lstm
+        return torch.lstm_cell(r, (u, c), m.weight_ih, m.weight_hh, m.bias_ih, m.bias_hh)
 
     def step(
-        self, state: tuple[Tensor, Tensor], v_t: Tensor, estimator: FrameEstimator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        h, c = state
-        _, (h, c) = self.lstm(v_t.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
-        return h[0], c[0]
+        self, state: tuple[Tensor, Tensor, Tensor], v_t: Tensor, estimator: FrameEstimator
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        r = estimator.hidden_mean(v_t, self.offsets(state))  # type: ignore[arg-type]
+        return (r, *self._cell(r, state[1], state[2]))
 
-    def state_output(self, state: tuple[Tensor, Tensor]) -> Tensor:
-        return state[0]
-
-    def forward(
-        self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator | None = None
-    ) -> OffsetTuple:
-        return self._offsets_after(v, mask, self.h0, self._outputs)
-
-    def _outputs(self, v: Tensor) -> Tensor:
-        """LSTM outputs ``h(1..T)`` for ``v (B, T, n_v)`` from the learned ``(h0, c0)``."""
-        return self.lstm(v, self._initial(v.shape[0]))[0]
+    def forward(self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator) -> OffsetTuple:
+        v = _zero_padding(v, mask)
+        B, T, _ = v.shape
+        state = self.initial_state(B)
+        rows = []
+        for t in range(T):
+            offsets = self.offsets(state)
+            rows.append(offsets)
+            if t + 1 < T:
+                r = estimator.hidden_mean(v[:, t], offsets)  # type: ignore[arg-type]
+                state = (r, *self._cell(r, state[1], state[2]))
+        return tuple(torch.stack(o, 1) for o in zip(*rows, strict=True))
 
 
 class MeanFieldRecurrence(BiasRecurrence):
