@@ -247,13 +247,13 @@ class LSTMRecurrence(BiasRecurrence):
 
     * the earlier recurrence, an LSTM reading v(t) *in place of* the RTRBM path with
       ``Δb = W_out u(t−1)``, learnt fastest and then over-fitted: best 6.940 at epoch 35
-      (train 6.25), where the RTRBM recipe reaches 5.936 at epoch 230 (train 5.93). Keeping
-      the RTRBM path with that LSTM still reading v(t): 6.984. Forget-gate bias 1: 6.952;
-      N(0, 0.1²) weights: 7.109 — so the LSTM is initialised like the rest.
+      (train 6.25); the RTRBM recipe reaches 5.936 at epoch 230 (train 5.93; seed 1: 5.680).
+      Keeping the RTRBM path with that LSTM still reading v(t): 6.984. Forget-gate bias 1:
+      6.952; N(0, 0.1²) weights: 7.109 — so the LSTM is initialised like the rest.
     * the LSTM reading ĥ(t) beside the RTRBM path: 6.150 at epoch 110 (train 5.18) with the
       LSTM term in both biases; into the hidden biases only, as the paper has it, 5.889 at
       epoch 140 (a prototype with other initial draws) and 5.715 at epoch 160 (this class;
-      train 5.04).
+      train 5.04): level with the RTRBM within its spread over seeds, no longer a nat behind.
 
     ``out`` is ``[W″; W′]`` on ĥ(t−1) (the RTRBM's map), ``bypass`` is ``W_L`` on u(t−1),
     ``lstm`` the cell (``nn.LSTMCell``); ``r0``, ``h0``, ``c0`` are the learned ĥ(0), u(0), c(0)
