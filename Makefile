@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test lint bench bench-limits bench-rbm bench-ais bench-temporal bench-deep bench-midi bench-prepare clean
+.PHONY: demo test lint bench bench-limits bench-rbm bench-ais bench-temporal bench-deep bench-midi bench-prepare bench-quality clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -q
 
-bench: bench-limits bench-rbm bench-ais bench-temporal bench-deep bench-midi bench-prepare
+bench: bench-limits bench-rbm bench-ais bench-temporal bench-deep bench-midi bench-prepare bench-quality
 
 bench-limits: $(STAMP)
 	$(PY) benchmarks/bench_limits.py
@@ -47,6 +47,10 @@ bench-midi: $(STAMP)
 
 bench-prepare: $(STAMP)
 	$(PY) benchmarks/bench_prepare.py
+
+bench-quality: $(STAMP)
+	$(PY) benchmarks/bench_quality.py --model rnn-nade --json
+	$(PY) benchmarks/bench_quality.py --model rnn-rbm --json
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

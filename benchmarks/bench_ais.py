@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from bench_limits import peak_rss_mib
 from rnnrbm.core.partition import log_partition_ais
 
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mean_log_z": float(res.log_z.mean()),
         "mean_log_z_se": float(res.log_z_se.mean()),
         "torch": torch.__version__,
+        "peak_rss_mib": peak_rss_mib(),
         "machine": platform.processor() or platform.machine(),
         "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }

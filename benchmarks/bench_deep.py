@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 import torch
 
+from bench_limits import peak_rss_mib
 from rnnrbm import RBM
 from rnnrbm.data.images import load_digits
 from rnnrbm.models import DBM, DBN
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     result["env"] = {
         "torch": torch.__version__,
+        "peak_rss_mib": peak_rss_mib(),
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),

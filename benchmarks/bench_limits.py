@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 
@@ -31,6 +32,12 @@ import torch
 
 JSB_SHAPES = [(60, 88, 150), (60, 150, 88), (480, 88, 150), (480, 150, 88), (6000, 88, 150)]
 RBM_SHAPES = [(100, 784, 500), (1000, 784, 500)]
+
+
+def peak_rss_mib() -> int:
+    """This process's peak resident memory so far (MiB): one benchmark per process gives its
+    own figure."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def gemm_gflops(m: int, k: int, n: int, *, repeats: int = 50, device: str = "cpu") -> float:
@@ -105,6 +112,7 @@ def main() -> None:
         },
         "device": args.device,
         "torch": torch.__version__,
+        "peak_rss_mib": peak_rss_mib(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "load_avg_1min": round(os.getloadavg()[0], 2),

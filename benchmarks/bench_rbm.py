@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from bench_limits import peak_rss_mib
 from rnnrbm import RBM
 from rnnrbm.data.images import load_digits, upsample_binary
 
@@ -167,6 +168,7 @@ def main() -> None:
         "device": str(device),
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
+        "peak_rss_mib": peak_rss_mib(),
         "gemm_gflops_2048": round(peak_big, 1),
         "gemm_gflops_1000x784x500": round(peak_rbm, 1),
     }

@@ -32,7 +32,7 @@ import time
 
 import torch
 
-from bench_limits import gemm_gflops, rnn_rbm_train_flops
+from bench_limits import gemm_gflops, peak_rss_mib, rnn_rbm_train_flops
 from rnnrbm.data.batching import SequenceBatches
 from rnnrbm.data.polyphonic import load_polyphonic
 from rnnrbm.evaluation import sequence_nll
@@ -79,7 +79,12 @@ def bench_training(name: str, train: list, args: argparse.Namespace) -> dict:
     model = build(name, args)
     device = next(model.parameters()).device
     batches = SequenceBatches(
-        train, args.batch_size, seed=args.seed, sort_by_length=True, device=device
+        train,
+        args.batch_size,
+        seed=args.seed,
+        sort_by_length=True,
+        max_len=args.max_len,
+        device=device,
     )
     n_frames = sum(len(r) for r in train)
     timer = _EpochTimer(device)
@@ -90,13 +95,16 @@ def bench_training(name: str, train: list, args: argparse.Namespace) -> dict:
     epoch_s = statistics.median(timer.times[1:])  # epoch 1 warms up (allocator, caches)
     out = {
         "batch_size": args.batch_size,
+        "max_len": args.max_len,
+        "updates_per_epoch": len(batches),
+        "ms_per_update": round(1e3 * epoch_s / len(batches), 3),
         "frames_per_epoch": n_frames,
         "epoch_s": round(epoch_s, 3),
         "frames_per_s": round(n_frames / epoch_s),
         "epochs_timed": args.epochs,
     }
     if name == "rnn-rbm":  # the FLOP model of bench_limits covers this model
-        rows = round(args.batch_size * n_frames / len(train))  # rows of a batch's products
+        rows = round(n_frames / len(batches))  # rows of a batch's products
         rate = gemm_gflops(rows, 88, args.hidden, device=args.device)
         flops = n_frames * rnn_rbm_train_flops(88, args.hidden, args.recurrent, args.k)
         out["gemm_gflops_at_batch_rows"] = round(rate, 1)
@@ -129,11 +137,10 @@ def bench_ais(name: str, test: list, args: argparse.Namespace) -> dict:
     rolls = test[: args.ais_sequences]
     frames = sum(len(r) for r in rolls)
     total = sum(len(r) for r in test)
-    g = torch.Generator(device=device).manual_seed(args.seed)
     _sync(device)
     t0 = time.perf_counter()
     report = sequence_nll(
-        model, rolls, method="ais", ais_runs=args.ais_runs, ais_betas=args.ais_betas, generator=g
+        model, rolls, method="ais", ais_runs=args.ais_runs, ais_betas=args.ais_betas, seed=args.seed
     )
     _sync(device)
     seconds = time.perf_counter() - t0
@@ -159,6 +166,13 @@ def main(argv: list[str] | None = None) -> dict:
         "--activation", choices=["sigmoid", "tanh"], help="rnn-rbm/rnn-nade (default: sigmoid)"
     )
     ap.add_argument("--batch-size", type=int, default=100, help="sequences per batch")
+    ap.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="cut sequences into chunks of at most this many frames (the Theano tutorial's "
+        "schedule: --batch-size 1 --max-len 100)",
+    )
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs (after 1 warm-up)")
     ap.add_argument("--gen-frames", type=int, default=200)
     ap.add_argument("--gibbs-steps", type=int, default=25)
@@ -203,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "machine": platform.machine(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
+        # the whole process's high-water mark: run one model per process to get each one's
+        "peak_rss_mib": peak_rss_mib(),
     }
     print(json.dumps(out))
     return out

@@ -136,6 +136,41 @@ def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
+def test_a_training_epoch_syncs_with_the_host_only_at_its_end() -> None:
+    """CUDA's sync debug mode warns at every host/device synchronisation. An RNN-RBM (CD-15,
+    padded batches, Adam, clipping) trains 1 and then 3 epochs with ``sync_every`` larger
+    than an epoch: the 2 extra epochs add the epoch ends' flushes and nothing per step."""
+    import warnings
+
+    from rnnrbm.data.batching import SequenceBatches
+    from rnnrbm.models.sequence import SequenceEpochs
+    from rnnrbm.training import TrainConfig, fit
+
+    g = torch.Generator().manual_seed(0)
+    rolls = [(torch.rand(n, 88, generator=g) < 0.1).float() for n in (9, 12, 7, 12, 10, 5)]
+
+    def syncs(epochs: int) -> int:
+        model = build_sequence_model("rnn-rbm", n_hidden=20, n_recurrent=10, device=DEVICE)
+        batches = SequenceBatches(rolls, 2, seed=0, sort_by_length=True, device=DEVICE)
+        config = TrainConfig(
+            epochs=epochs, lr=1e-3, optimizer="adam", clip_grad_norm=1.0, sync_every=10_000
+        )
+        fit(model, SequenceEpochs(batches), None, config)  # warm-up: allocator, kernels
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            if DEVICE == "cuda":
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                fit(model, SequenceEpochs(batches), None, config)
+            finally:
+                if DEVICE == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in seen)
+
+    one, three = syncs(1), syncs(3)
+    assert three - one <= 2 * 2, (one, three)  # ≤ 2 syncs per epoch end, none per step
+
+
 def test_nccl_evaluation_under_torchrun_equals_one_process(tmp_path: Path) -> None:
     """NCCL needs one GPU per rank: 2 ranks where there are 2 devices, else 1 rank (the NCCL
     group and the gather still run)."""

@@ -281,7 +281,7 @@ def test_fit_equals_the_textbook_loop_bitwise(options: dict) -> None:
 
     class Losses(Callback):
         def on_step(self, state, loss, monitors):  # type: ignore[no-untyped-def]
-            losses.append(loss)
+            losses.append(float(loss))
 
     ours = RBM(10, 6, k=1, method="pcd", n_chains=7, seed=2)
     fit(ours, RowBatches(data, 8, seed=4), None, config, (Losses(),))
@@ -375,3 +375,85 @@ def test_plateau_lr_decay_follows_the_validation_metric(tmp_path: Path) -> None:
 def test_train_config_rejects_bad_settings_when_built(field: str, value: float) -> None:
     with pytest.raises(InputError, match=rf"^{field}: expected .* Fix: "):
         _plateau_config(**{field: value})
+
+
+def test_a_deferred_check_names_the_first_bad_step_and_saves_nothing(tmp_path: Path) -> None:
+    """With ``sync_every=4`` (a GPU's batching of host syncs) step 2 turns NaN and the check at
+    step 4 stops the run naming step 2; the corrupt weights are never written."""
+    config = TrainConfig(epochs=1, lr=3.0, checkpoint_dir=str(tmp_path), sync_every=4)
+    with pytest.raises(NonFiniteError, match=r"training step 2\b.*loss=nan"):
+        fit(_LogModel(), RowBatches(torch.zeros(6, 1), 1), None, config)
+    assert not list(tmp_path.iterdir())
+
+
+class _Record(Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_step(self, state, loss, monitors):  # type: ignore[no-untyped-def]
+        self.losses.append(float(loss))
+
+
+def test_batched_host_syncs_change_no_float() -> None:
+    """Syncing every 7 steps instead of every step gives the same weights, step losses and
+    epoch losses, bit for bit."""
+    data = _data(50, 10)
+    runs = []
+    for every in (1, 7):
+        rec = _Record()
+        model = RBM(10, 6, k=1, method="pcd", n_chains=7, seed=2)
+        config = TrainConfig(epochs=3, batch_size=8, lr=0.1, optimizer="adam", sync_every=every)
+        result = fit(model, RowBatches(data, 8, seed=4), None, config, (rec,))
+        runs.append((_params(model), rec.losses, [h["train_loss"] for h in result.history]))
+    (a, la, ha), (b, lb, hb) = runs
+    assert la == lb and ha == hb
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+_CONVERSIONS = ("item", "tolist", "__float__", "__int__", "__bool__")
+
+
+def test_the_training_step_never_waits_for_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts every conversion of a floating-point tensor to a Python value (a host sync when
+    the tensor is on a GPU) while an RNN-RBM trains on padded batches: the loop, the recurrence,
+    the CD chain and the clip make none per step, only one per host sync (``sync_every``).
+
+    Not counted, because they live on the host whatever the model's device: the batches' masks
+    (bool) and item indices (int64) from ``data.batching``, and Adam's step counter, which
+    ``torch.optim`` keeps on the CPU (unless ``capturable``) and reads with ``.item()``."""
+    import inspect
+
+    from rnnrbm.data.batching import SequenceBatches
+    from rnnrbm.models.sequence import SequenceEpochs, build_sequence_model
+
+    g = torch.Generator().manual_seed(0)
+    rolls = [(torch.rand(n, 12, generator=g) < 0.3).float() for n in (5, 9, 7, 4, 8, 6, 3, 9)]
+    counts = {"value": 0}
+
+    def counting(name: str):  # type: ignore[no-untyped-def]
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            caller = inspect.stack(0)[1].filename
+            if self.is_floating_point() and f"torch{os.sep}optim" not in caller:
+                counts["value"] += 1
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    def steps_and_conversions(epochs: int) -> tuple[int, int]:
+        model = build_sequence_model("rnn-rbm", n_visible=12, n_hidden=6, n_recurrent=5, k=3)
+        batches = SequenceEpochs(SequenceBatches(rolls, 2, seed=1, sort_by_length=True))
+        config = TrainConfig(epochs=epochs, lr=1e-2, optimizer="adam", clip_grad_norm=1.0)
+        config = replace(config, sync_every=1000)
+        with monkeypatch.context() as m:
+            for name in _CONVERSIONS:
+                m.setattr(torch.Tensor, name, counting(name))
+            counts["value"] = 0
+            result = fit(model, batches, None, config)
+        return result.state.step, counts["value"]
+
+    steps_1, conversions_1 = steps_and_conversions(1)
+    steps_3, conversions_3 = steps_and_conversions(3)
+    assert (steps_1, steps_3) == (4, 12)
+    assert conversions_1 == 1 and conversions_3 == 3  # one flush per epoch

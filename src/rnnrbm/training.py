@@ -18,6 +18,7 @@ import itertools
 import math
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,6 +78,9 @@ class TrainConfig:
     lr_patience: int = 2
     max_steps: int | None = None  # stop after this many optimiser steps (then checkpoint)
     progress: bool = False
+    # Steps between the loop's host syncs (the non-finite check, the loss sum): None is 1 on
+    # the CPU, where a sync waits for nothing, and 32 on a GPU, where each one drains the queue.
+    sync_every: int | None = None
 
     def __post_init__(self) -> None:
         check_positive_int(self.epochs, "epochs", minimum=0)
@@ -97,6 +101,8 @@ class TrainConfig:
         check_positive_int(self.lr_patience, "lr_patience")
         if self.max_steps is not None:
             check_positive_int(self.max_steps, "max_steps")
+        if self.sync_every is not None:
+            check_positive_int(self.sync_every, "sync_every")
 
 
 @dataclass
@@ -189,11 +195,16 @@ class _Shard:
 
 
 class Callback:
-    """Hooks called by :func:`fit`; override what you need."""
+    """Hooks called by :func:`fit`; override what you need.
+
+    ``on_step`` gets the step's loss and monitors as 0-dim tensors on the model's device, so the
+    loop itself never waits for the device: converting one (``float(loss)``) is a host sync,
+    which a callback should do sparingly on a GPU (the progress bar: at most twice a second).
+    """
 
     def on_fit_start(self, state: TrainState, n_batches: int, config: TrainConfig) -> None: ...
 
-    def on_step(self, state: TrainState, loss: float, monitors: dict[str, float]) -> None: ...
+    def on_step(self, state: TrainState, loss: Tensor, monitors: dict[str, Tensor]) -> None: ...
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None: ...
 
@@ -206,13 +217,14 @@ class ProgressBar(Callback):
     def __init__(self) -> None:
         self._bar: Any = None
         self._last: dict[str, float] = {}
+        self._shown = -math.inf  # monotonic time the loss was last shown
 
     def on_fit_start(self, state: TrainState, n_batches: int, config: TrainConfig) -> None:
         from tqdm.auto import tqdm
 
         self._tqdm, self._n, self._epochs = tqdm, n_batches, config.epochs
 
-    def on_step(self, state: TrainState, loss: float, monitors: dict[str, float]) -> None:
+    def on_step(self, state: TrainState, loss: Tensor, monitors: dict[str, Tensor]) -> None:
         if self._bar is None:
             self._bar = self._tqdm(
                 total=self._n,
@@ -224,7 +236,11 @@ class ProgressBar(Callback):
                 disable=None,  # no bar when stderr is not a terminal (CI logs)
             )
         self._bar.update(1)
-        self._bar.set_postfix(loss=f"{loss:.4g}", **{k: f"{v:.4g}" for k, v in self._last.items()})
+        now = time.monotonic()
+        if now - self._shown >= 0.5:  # float(loss) waits for the device: not every step
+            self._shown = now
+            last = {k: f"{v:.4g}" for k, v in self._last.items()}
+            self._bar.set_postfix(loss=f"{float(loss):.4g}", **last)
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
         if self._bar is not None:
@@ -520,23 +536,22 @@ def fit(
         ddp.sync_parameters(params)
     interrupt = _StepBoundaryInterrupt(synced=ddp is not None)
     interrupt.install()
+    sync = _HostSync(model, state, config.sync_every, device)
     try:
         while state.epoch < config.epochs and not state.stopped_early:
             for batch in batches.epoch(state.epoch, state.batch):
                 loss, monitors = model.loss(batch, generator=generator)  # type: ignore[operator]
-                value = _update(
-                    model, loss, params, optimizer, config, state.step + 1, last_path,
-                    ddp, interrupt,
-                )  # fmt: skip
+                value = _update(loss, params, optimizer, config, sync, last_path, ddp, interrupt)
                 state.step += 1
                 state.batch += 1
-                state.epoch_loss_sum += value
                 for cb in callbacks:
-                    cb.on_step(state, value, {k: float(v) for k, v in monitors.items()})
+                    cb.on_step(state, value, monitors)
                 interrupt.check()
                 if config.max_steps is not None and state.step >= config.max_steps:
+                    sync.flush(last_path)
                     last_path = save("last") or last_path
                     return TrainResult(state, last_path)
+            sync.flush(last_path)
             metrics = _close_epoch(model, state, config, valid, validate, ddp)
             improved = _track_best(state, metrics, config)
             _decay_on_plateau(optimizer, state, metrics, config, improved)
@@ -554,6 +569,7 @@ def fit(
     except KeyboardInterrupt:
         state.interrupted = True
         if not interrupt.forced:  # raised at a step boundary: weights and position agree
+            sync.flush(last_path)
             last_path = save("last") or last_path
         for cb in callbacks:
             cb.on_fit_end(state)
@@ -685,37 +701,77 @@ def _check_world(
 
 
 def _update(
-    model: nn.Module,
     loss: Tensor,
     params: list[nn.Parameter],
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
-    step: int,
+    sync: _HostSync,
     last_path: Path | None,
     ddp: _DataParallel | None = None,
     interrupt: _StepBoundaryInterrupt | None = None,
-) -> float:
-    """One optimiser step from ``loss``; returns its value (checked finite first).
+) -> Tensor:
+    """One optimiser step from ``loss``; returns its detached value (a 0-dim tensor).
 
     Data-parallel, the gradients are averaged over the ranks before the norm, the clip and the
     step, and the value is the ranks' mean loss: every rank then takes the same decisions."""
     for p in params:  # zero_grad(set_to_none=True) without its per-call profiler scope
         p.grad = None
     loss.backward()
-    shared = None
+    value = loss.detach()
     if ddp is not None:
-        shared = ddp.average(params, loss, interrupt or _StepBoundaryInterrupt())
-    # Stop before a non-finite update: the loss and the gradient norm (which a clip reuses)
-    # are the only host syncs of a step.
+        value = value.new_tensor(ddp.average(params, loss, interrupt or _StepBoundaryInterrupt()))
+    # One norm serves the non-finite check and the clip.
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads) if grads else None
-    value = loss.item() if shared is None else shared
-    if not (math.isfinite(value) and (norm is None or math.isfinite(norm.item()))):
-        raise _non_finite(model, value, step, last_path)
+    if sync.push(value, norm):  # due: check this step (and the pending ones) before updating
+        sync.flush(last_path)
     if config.clip_grad_norm is not None and norm is not None:
         torch.nn.utils.clip_grads_with_norm_(params, config.clip_grad_norm, norm)
     optimizer.step()
     return value
+
+
+class _HostSync:
+    """The loop's host syncs, batched: the steps' losses (for the epoch's mean) and gradient
+    norms (the non-finite check) wait on the device and come to the host in one transfer every
+    ``every`` steps and before each epoch's end, checkpoint and stop.
+
+    On the CPU ``every`` is 1 and each step is checked before its update (a CPU "sync" waits for
+    nothing). On a GPU the default is 32: a sync drains the kernel queue, so a step that turns
+    NaN/Inf stops the run at the next sync, up to 31 updates later; the error names the first
+    bad step and the last good checkpoint, and the corrupt weights are never saved.
+    """
+
+    def __init__(
+        self, model: nn.Module, state: TrainState, every: int | None, device: torch.device
+    ) -> None:
+        self.model, self.state = model, state
+        self.every = every or (1 if device.type == "cpu" else 32)
+        self.losses: list[Tensor] = []
+        self.norms: list[Tensor] = []
+        self.first_step = 0  # global step of losses[0]
+
+    def push(self, loss: Tensor, norm: Tensor | None) -> bool:
+        """Queue one step's values; whether a sync is due."""
+        if not self.losses:
+            self.first_step = self.state.step + 1
+        self.losses.append(loss)
+        self.norms.append(loss.new_zeros(()) if norm is None else norm.to(loss.dtype))
+        return len(self.losses) >= self.every
+
+    def flush(self, last_path: Path | None) -> None:
+        """Bring the pending values to the host (one transfer), add the losses to the epoch's
+        sum in step order, and stop on the first non-finite step."""
+        if not self.losses:
+            return
+        pending = self.losses + self.norms
+        values = (torch.stack(pending) if len(pending) > 1 else pending[0].reshape(1)).tolist()
+        n = len(self.losses)
+        self.losses, self.norms = [], []
+        for i, (value, norm) in enumerate(zip(values[:n], values[n:], strict=True)):
+            if not (math.isfinite(value) and math.isfinite(norm)):
+                raise _non_finite(self.model, value, self.first_step + i, last_path)
+            self.state.epoch_loss_sum += value
 
 
 def _decay_on_plateau(

@@ -13,7 +13,7 @@ epoch ``e`` is a pure function of ``(seed, e)``, and ``batches(e, start=k)`` res
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -116,6 +116,29 @@ def pad_sequences(
     return batch, mask
 
 
+def training_batch(
+    rolls: Sequence[Roll],
+    dtype: torch.dtype,
+    device: torch.device | None,
+    starts: Sequence[int] | np.ndarray | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """``(batch, mask)`` of a training step, or with ``starts`` (carried state: row ``b`` scores
+    its frames from ``starts[b]`` on) ``(batch, mask, loss_mask)``.
+
+    Padded and masked on the host, where the lengths are: the rolls then travel to ``device``
+    in one copy and the masks stay on the host, so what a model decides from them (which rows
+    it scores) needs no sync with the device."""
+    batch, mask = pad_sequences(rolls, dtype=dtype)
+    if device is not None and device.type == "cuda":  # from page-locked memory: no stream sync
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    elif device is not None:
+        batch = batch.to(device)
+    if starts is None:
+        return batch, mask
+    positions = torch.arange(mask.shape[1])
+    return batch, mask, mask & (positions[None, :] >= torch.as_tensor(starts)[:, None])
+
+
 def chunk_sequences(rolls: Sequence[Roll], max_len: int) -> list[Chunk]:
     """Split each roll into consecutive chunks of ``max_len`` frames (the last may be shorter).
 
@@ -206,7 +229,44 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-class SequenceBatches:
+class EpochCursor:
+    """Epochs of padded batches replayable from any position, shared by
+    :class:`SequenceBatches` and ``data.streaming.StreamingBatches``: a subclass gives
+    ``order(e)`` (the item indices of each batch of epoch ``e``, a pure function of
+    ``(seed, e)``) and ``_padded(indices)`` (the batches of those items)."""
+
+    seed: int
+    epoch: int
+
+    def order(self, epoch: int) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def _padded(self, indices: Sequence[Any]) -> Iterator[tuple[torch.Tensor, ...]]:
+        raise NotImplementedError
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Batches ``start, start + 1, …`` of ``epoch`` as ``(batch, mask)`` (carried state:
+        ``(batch, mask, loss_mask)``)."""
+        return self._padded(self.order(epoch)[start:])
+
+    def take(self, epoch: int, positions: Iterable[int]) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The batches at ``positions`` (in that order) of ``epoch``, as :meth:`batches` yields
+        them: a data-parallel rank's share without padding the other ranks' batches."""
+        order = self.order(epoch)
+        return self._padded([order[p] for p in positions])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return self.batches(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+
+
+class SequenceBatches(EpochCursor):
     """Re-iterable epochs of padded batches whose order is a pure function of ``(seed, epoch)``.
 
     ``for batch, mask in loader`` runs epoch ``loader.epoch`` and advances it (on creation of
@@ -269,40 +329,11 @@ class SequenceBatches:
             drop_last=self.drop_last,
         )
 
-    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Batches ``start, start + 1, …`` of ``epoch`` as ``(batch, mask)`` (``carry_state``:
-        ``(batch, mask, loss_mask)``)."""
-        order = self.order(epoch)
-        return self._padded(order[start:])
-
-    def take(self, epoch: int, positions: Iterable[int]) -> Iterator[tuple[torch.Tensor, ...]]:
-        """The batches at ``positions`` (in that order) of ``epoch``, as :meth:`batches` yields
-        them: a data-parallel rank's share without padding the other ranks' batches."""
-        order = self.order(epoch)
-        return self._padded([order[p] for p in positions])
-
     def _padded(self, indices: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
         for idx in indices:
             rows = idx.tolist()
-            batch, mask = pad_sequences(
-                [self.items[i] for i in rows], dtype=self.dtype, device=self.device
-            )
-            if not self.carry_state:
-                yield batch, mask
-                continue
-            starts = torch.tensor([self.chunks[i].start for i in rows], device=mask.device)  # type: ignore[index]
-            positions = torch.arange(mask.shape[1], device=mask.device)
-            yield batch, mask, mask & (positions[None, :] >= starts[:, None])
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        return self.batches(epoch)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+            starts = [self.chunks[i].start for i in rows] if self.carry_state else None  # type: ignore[index]
+            yield training_batch([self.items[i] for i in rows], self.dtype, self.device, starts)
 
 
 def frame_batches(

@@ -28,14 +28,20 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, overload
 
 import numpy as np
 import torch
 
-from rnnrbm.data.batching import _batch_indices, _device, _epoch_generator, pad_sequences
+from rnnrbm.data.batching import (
+    EpochCursor,
+    _batch_indices,
+    _device,
+    _epoch_generator,
+    training_batch,
+)
 from rnnrbm.data.corpus import (
     _SHARD_NAME,
     INDEX,
@@ -326,7 +332,7 @@ def open_corpus(
 # StreamingBatches
 
 
-class StreamingBatches:
+class StreamingBatches(EpochCursor):
     """Re-iterable epochs of padded batches of a :class:`CorpusSplit`, shard-local.
 
     The protocol of ``data.batching.SequenceBatches`` (``len``, ``order``, ``batches(e,
@@ -428,17 +434,6 @@ class StreamingBatches:
                 out.append(items[idx.numpy()])
         return windows, out
 
-    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Batches ``start, start + 1, …`` of ``epoch`` as ``(batch, mask)`` (``carry_state``:
-        ``(batch, mask, loss_mask)``); only the windows from ``start``'s on are read."""
-        return self._padded(self.order(epoch)[start:])
-
-    def take(self, epoch: int, positions: Iterable[int]) -> Iterator[tuple[torch.Tensor, ...]]:
-        """The batches at ``positions`` (in that order) of ``epoch``: a data-parallel rank's
-        share, read window by window like the whole epoch."""
-        order = self.order(epoch)
-        return self._padded([order[p] for p in positions])
-
     def _padded(self, indices: Sequence[np.ndarray]) -> Iterator[tuple[torch.Tensor, ...]]:
         for items in indices:
             rows = items.tolist()
@@ -450,23 +445,8 @@ class StreamingBatches:
                 )
                 for i in rows
             ]
-            batch, mask = pad_sequences(rolls, dtype=self.dtype, device=self.device)
-            if not self.carry_state:
-                yield batch, mask
-                continue
-            starts = torch.from_numpy(self.starts[items]).to(mask.device)
-            positions = torch.arange(mask.shape[1], device=mask.device)
-            yield batch, mask, mask & (positions[None, :] >= starts[:, None])
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        return self.batches(epoch)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+            starts = self.starts[items] if self.carry_state else None
+            yield training_batch(rolls, self.dtype, self.device, starts)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary: items, batches per epoch, shards, windows and the cache bound."""

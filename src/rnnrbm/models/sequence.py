@@ -175,10 +175,11 @@ class SequenceModel(nn.Module):
         rolls, mask, loss_mask = self._unpack(batch)
         offsets = self.recurrence(rolls, mask, self.estimator)
         B, T, n_v = rolls.shape
-        if bool(loss_mask.all()):  # the common unpadded case: views, no gather
-            flat = tuple(o.reshape(B * T, -1) for o in offsets)
-            return rolls.reshape(B * T, n_v), flat, loss_mask
-        return rolls[loss_mask], tuple(o[loss_mask] for o in offsets), loss_mask
+        v, flat = rolls.reshape(B * T, n_v), tuple(o.reshape(B * T, -1) for o in offsets)
+        rows = _scored_rows(batch, loss_mask)
+        if rows is None:  # the common unpadded case: views, no gather
+            return v, flat, loss_mask
+        return v[rows], tuple(o[rows] for o in flat), loss_mask
 
     # ----------------------------------------------------------------- training
     def loss(
@@ -628,3 +629,18 @@ class FramePretraining(nn.Module):
         self, batch: Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         return self._frame_loss(batch, generator=generator)
+
+
+def _scored_rows(batch: Batch, loss_mask: Tensor) -> Tensor | None:
+    """Row-major indices of the scored frames on ``loss_mask``'s device; None when every
+    position is scored.
+
+    Decided on the masks as the batch brought them: on the host for data.batching's batches,
+    so a GPU step does not wait for the device here (a boolean gather on the device would)."""
+    given = [m for m in batch[1:] if m is not None] if isinstance(batch, tuple | list) else []
+    if not given:
+        return None
+    scored = given[0] if len(given) == 1 else given[0] & given[1]
+    if bool(scored.all()):
+        return None
+    return scored.reshape(-1).nonzero().squeeze(1).to(loss_mask.device)
