@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from bench_limits import peak_rss_mib
+from bench_limits import ais_flops, gemm_gflops, peak_rss_mib
 from rnnrbm.core.partition import log_partition_ais
 
 
@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> dict:
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
 
     chain_steps = R * args.runs * args.betas
+    # The limit: the products of every chain step at this machine's GEMM rate for the chunk's
+    # shape, measured in this run (the default CPU chunk: ~3 MiB of buffers, core.partition).
+    default_chunk = max(32, 3 * 2**20 // ((6 * n_h + 8 * n_v) * 4))
+    rows = min(R * args.runs, args.chunk_rows or default_chunk)
+    rate = gemm_gflops(rows, n_v, n_h, device=args.device)
+    bound_s = ais_flops(R, args.runs, args.betas, n_v, n_h) / (rate * 1e9)
+    jsb = 4725 * 100 * 1000  # chain steps of the protocol over the JSB test set
     out = {
         "rbms": R,
         "runs": args.runs,
@@ -73,6 +80,10 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_s": round(cpu, 3),
         "chain_steps_per_s": round(chain_steps / wall),
         "ns_per_chain_step": round(wall / chain_steps * 1e9, 1),
+        "gemm_gflops_at_chunk_rows": round(rate, 1),
+        "gemm_bound_s": round(bound_s, 3),
+        "fraction_of_limit": round(bound_s / wall, 2),
+        "jsb_test_100x1000_s_at_this_rate": round(wall / chain_steps * jsb, 1),
         "mean_log_z": float(res.log_z.mean()),
         "mean_log_z_se": float(res.log_z_se.mean()),
         "torch": torch.__version__,

@@ -286,6 +286,11 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
                 "pick one of those",
             )
         )
+    if name in ("adam", "adamw"):
+        # The multi-tensor kernels: 395 µs against 509 µs per step for the RNN-RBM's 9 tensors
+        # on one CPU thread, bit for bit the same update. (fused=True takes 145 µs but rounds
+        # differently in the last bit, which would move every published seeded figure.)
+        return cls(groups, lr=config.lr, foreach=True)
     return cls(groups, lr=config.lr)
 
 
