@@ -494,8 +494,8 @@ def fit(
     the uninterrupted one exactly (seeded, same device).
 
     Each step is ``loss.backward()``, one gradient norm (the non-finite check, reused by the
-    clip) and ``optimizer.step()``. The parameters are collected once, after the
-    ``on_fit_start`` hooks.
+    clip) and ``optimizer.step()``; the loss and the norm reach the host once every
+    ``config.sync_every`` steps (:class:`_HostSync`).
 
     ``validate(valid) -> metrics`` runs after each epoch when ``valid`` is given (default: the
     model's own ``validate``). ``checkpoint_meta`` (JSON-able: e.g. the run's recipe and data

@@ -201,6 +201,17 @@ def test_run_writes_the_recipe_and_self_describing_checkpoints(tmp_path: Path) -
     assert _same(load_checkpoint(result.best).model.state_dict(), _state(result.model))
 
 
+def test_a_run_that_never_validated_names_its_last_epoch_best(tmp_path: Path) -> None:
+    """Validation every 10 epochs, 3 trained: the run's choice is its last epoch, and
+    best.safetensors holds it (what ``rnnrbm evaluate RUN/best.safetensors`` reads)."""
+    recipe = _recipe(stages={"sequence": {"epochs": 3}}, validation={"every": 10})
+    result = run(recipe, tmp_path / "run", data=_data())
+    assert all("valid_nll" not in h for h in result.history)
+    assert result.best == tmp_path / "run" / "best.safetensors"
+    assert result.best.read_bytes() == result.last.read_bytes()  # type: ignore[union-attr]
+    assert _same(load_checkpoint(result.best).model.state_dict(), _state(result.model))
+
+
 def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path: Path) -> None:
     data = _data()
     recipe = _recipe(

@@ -388,13 +388,19 @@ def _finish(
     **more: Any,
 ) -> RunResult:
     best = None if folder is None else folder / "best.safetensors"
+    last = fit_result.checkpoint
+    if best is not None and not best.is_file() and last is not None and last.is_file():
+        # Nothing was validated (no validation data, or a budget that ended the run before the
+        # first check): the run's choice is its last epoch, and best.safetensors says so for
+        # `rnnrbm evaluate RUN/best.safetensors`, as the model returned here does.
+        atomic_write_bytes(best, last.read_bytes())
     return RunResult(
         recipe,
         model,
         framing,
         fit_result,
         best=best if best is not None and best.is_file() else None,
-        last=fit_result.checkpoint,
+        last=last,
         **more,
     )
 
