@@ -17,6 +17,7 @@ ROWS = (  # one bundled recipe per published results row, plus the demo and a pl
     "jsb-rnn-nade",
     "jsb-rnn-rbm",
     "jsb-rnn-rbm-fast",
+    "jsb-rnn-rbm-minute",
     "jsb-rtrbm",
     "musedata-rnn-nade",
     "nottingham-rnn-nade",
