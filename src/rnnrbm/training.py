@@ -489,22 +489,16 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` on ``train``; resumable; checkpoints each epoch, on Ctrl-C and at the end.
 
-    ``resume`` is a checkpoint written by this function: model weights, optimiser state, the
-    sampling generator and the position in the epoch are restored, so the continued run equals
-    the uninterrupted one exactly (seeded, same device).
+    ``resume``: a checkpoint written here (weights, optimiser, sampler, position in the epoch),
+    so the continued run equals the uninterrupted one exactly. A step is ``loss.backward()``,
+    one gradient norm (the non-finite check, reused by the clip) and ``optimizer.step()``; the
+    values reach the host every ``config.sync_every`` steps (:class:`_HostSync`).
+    ``validate(valid) -> metrics`` (default: the model's own) runs on validation epochs;
+    ``checkpoint_meta`` (JSON-able) goes into every checkpoint header.
 
-    Each step is ``loss.backward()``, one gradient norm (the non-finite check, reused by the
-    clip) and ``optimizer.step()``; the loss and the norm reach the host once every
-    ``config.sync_every`` steps (:class:`_HostSync`).
-
-    ``validate(valid) -> metrics`` runs after each epoch when ``valid`` is given (default: the
-    model's own ``validate``). ``checkpoint_meta`` (JSON-able: e.g. the run's recipe and data
-    framing) is written into every checkpoint's header.
-
-    Under a process group of N > 1 ranks (``torchrun``; docs/design.md §11) every rank calls
-    ``fit`` alike and trains on batches ``rank, rank + N, …`` of each epoch (global batch =
-    N × the batch); rank 0's validation figures decide and rank 0 writes. Callbacks run on every
-    rank, the bar on rank 0.
+    Under ``torchrun`` (N > 1 ranks; docs/design.md §11) every rank calls ``fit`` alike and
+    trains on batches ``rank, rank + N, …`` of each epoch; rank 0's validation figures decide
+    and rank 0 writes. Callbacks run on every rank, the bar on rank 0.
     """
     config = config or TrainConfig()
     if validate is None:
@@ -560,10 +554,8 @@ def fit(
             metrics = _close_epoch(model, state, config, valid, validate, ddp)
             improved = _track_best(state, metrics, config)
             _decay_on_plateau(optimizer, state, metrics, config, improved)
-            if ckpt_dir is not None and (
-                state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs
-            ):
-                last_path = save("last")
+            if state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs:
+                last_path = save("last") or last_path  # None without a checkpoint folder
             if improved:
                 save("best")
             for cb in callbacks:
