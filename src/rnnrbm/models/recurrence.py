@@ -60,8 +60,9 @@ class BiasRecurrence(nn.Module):
     Subclasses define the state (``initial_state``, ``step``) and ``state_output`` (the vector
     the offsets are read from; or override ``offsets``). The output map is one bias-free linear
     layer whose output is split into ``offset_sizes`` (``(Δb_v, Δb_h)`` for RBM/NADE frames).
-    ``forward`` here is the reference loop over ``step`` and ``offsets``; subclasses override it
-    with a fused version.
+    ``forward`` here is the loop over ``offsets`` and ``step`` (each state's offsets computed
+    once); the LSTM-RTRBM runs on it, the RNN and mean-field recurrences override it with fused
+    versions.
     """
 
     offset_sizes: tuple[int, ...]
@@ -92,8 +93,16 @@ class BiasRecurrence(nn.Module):
     def initial_state(self, batch: int) -> Any:
         raise NotImplementedError
 
-    def step(self, state: Any, v_t: Tensor, estimator: FrameEstimator) -> Any:
-        """The state after reading frame ``v_t (B, n_v)``."""
+    def step(
+        self,
+        state: Any,
+        v_t: Tensor,
+        estimator: FrameEstimator,
+        offsets: OffsetTuple | None = None,
+    ) -> Any:
+        """The state after reading frame ``v_t (B, n_v)``. ``offsets``: this state's offsets when
+        the caller has them already (a recurrence that reads its estimator's hidden means under
+        them then does not compute them twice)."""
         raise NotImplementedError
 
     def state_output(self, state: Any) -> Tensor:
@@ -116,9 +125,10 @@ class BiasRecurrence(nn.Module):
         state = self.initial_state(B)
         rows = []
         for t in range(T):
-            rows.append(self.offsets(state, estimator))
+            offsets = self.offsets(state, estimator)
+            rows.append(offsets)
             if t + 1 < T:
-                state = self.step(state, v[:, t], estimator)
+                state = self.step(state, v[:, t], estimator, offsets)
         return tuple(torch.stack(o, 1) for o in zip(*rows, strict=True))
 
 
@@ -200,7 +210,13 @@ class RNNRecurrence(_FusedRecurrence):
     def initial_state(self, batch: int) -> Tensor:
         return self.u0.expand(batch, self.n_recurrent)
 
-    def step(self, state: Tensor, v_t: Tensor, estimator: FrameEstimator | None = None) -> Tensor:
+    def step(
+        self,
+        state: Tensor,
+        v_t: Tensor,
+        estimator: FrameEstimator | None = None,
+        offsets: OffsetTuple | None = None,
+    ) -> Tensor:
         r = self.rnn
         if self.activation == "tanh":  # nn.RNNCell's fused kernel: one call (generation speed)
             return torch.rnn_tanh_cell(
@@ -313,23 +329,15 @@ class LSTMRecurrence(BiasRecurrence):
         return torch.lstm_cell(r, (u, c), m.weight_ih, m.weight_hh, m.bias_ih, m.bias_hh)
 
     def step(
-        self, state: tuple[Tensor, Tensor, Tensor], v_t: Tensor, estimator: FrameEstimator
+        self,
+        state: tuple[Tensor, Tensor, Tensor],
+        v_t: Tensor,
+        estimator: FrameEstimator,
+        offsets: OffsetTuple | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        r = estimator.hidden_mean(v_t, self.offsets(state))  # type: ignore[arg-type]
+        offsets = self.offsets(state) if offsets is None else offsets
+        r = estimator.hidden_mean(v_t, offsets)  # type: ignore[arg-type]
         return (r, *self._cell(r, state[1], state[2]))
-
-    def forward(self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator) -> OffsetTuple:
-        v = _zero_padding(v, mask)
-        B, T, _ = v.shape
-        state = self.initial_state(B)
-        rows = []
-        for t in range(T):
-            offsets = self.offsets(state)
-            rows.append(offsets)
-            if t + 1 < T:
-                r = estimator.hidden_mean(v[:, t], offsets)  # type: ignore[arg-type]
-                state = (r, *self._cell(r, state[1], state[2]))
-        return tuple(torch.stack(o, 1) for o in zip(*rows, strict=True))
 
 
 class MeanFieldRecurrence(BiasRecurrence):
@@ -381,8 +389,15 @@ class MeanFieldRecurrence(BiasRecurrence):
     def initial_state(self, batch: int) -> Tensor:
         return self.r0.expand(batch, self.n_hidden)
 
-    def step(self, state: Tensor, v_t: Tensor, estimator: FrameEstimator) -> Tensor:
-        return estimator.hidden_mean(v_t, self.offsets(state))  # type: ignore[arg-type]
+    def step(
+        self,
+        state: Tensor,
+        v_t: Tensor,
+        estimator: FrameEstimator,
+        offsets: OffsetTuple | None = None,
+    ) -> Tensor:
+        offsets = self.offsets(state) if offsets is None else offsets
+        return estimator.hidden_mean(v_t, offsets)  # type: ignore[arg-type]
 
     def forward(self, v: Tensor, mask: Tensor | None, estimator: FrameEstimator) -> OffsetTuple:
         v = _zero_padding(v, mask)
