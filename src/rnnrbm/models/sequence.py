@@ -114,6 +114,12 @@ class SequenceModel(nn.Module):
         """``(rolls (B, T, n_v), mask (B, T) bool, loss_mask (B, T) bool)`` on the model's dtype
         and device: ``mask`` marks real frames (the recurrence reads them), ``loss_mask`` the
         frames that are scored (default: all real frames; a carried-state chunk: the chunk)."""
+        rolls, mask, loss_mask = self._unpack_on_host(batch)
+        return rolls, mask.to(rolls.device), loss_mask.to(rolls.device)
+
+    def _unpack_on_host(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """As :meth:`_unpack`, with the masks left where the batch brought them: on the host for
+        data.batching's batches, so decisions taken from them need no sync with the device."""
         if isinstance(batch, Tensor):
             rolls, mask, loss_mask = batch, None, None
         elif isinstance(batch, tuple | list) and len(batch) in (2, 3):
@@ -155,7 +161,7 @@ class SequenceModel(nn.Module):
                         "SequenceBatches)",
                     )
                 )
-            masks.append(m.to(device=p.device, dtype=torch.bool))
+            masks.append(m.to(device=masks[0].device if masks else m.device, dtype=torch.bool))
         mask, loss_mask = masks
         return rolls, mask, loss_mask & mask
 
@@ -172,13 +178,15 @@ class SequenceModel(nn.Module):
         frames (real frames, or a carried-state batch's chunks) in row-major (sequence, time)
         order. Offsets carry gradients into the recurrence.
         """
-        rolls, mask, loss_mask = self._unpack(batch)
-        offsets = self.recurrence(rolls, mask, self.estimator)
+        rolls, mask, scored = self._unpack_on_host(batch)
+        offsets = self.recurrence(rolls, mask.to(rolls.device), self.estimator)
         B, T, n_v = rolls.shape
         v, flat = rolls.reshape(B * T, n_v), tuple(o.reshape(B * T, -1) for o in offsets)
-        rows = _scored_rows(batch, loss_mask)
-        if rows is None:  # the common unpadded case: views, no gather
+        loss_mask = scored.to(rolls.device)
+        if bool(scored.all()):  # the common unpadded case: views, no gather
             return v, flat, loss_mask
+        # Row indices found where the masks are (the host), then one gather on the device.
+        rows = scored.reshape(-1).nonzero().squeeze(1).to(rolls.device)
         return v[rows], tuple(o[rows] for o in flat), loss_mask
 
     # ----------------------------------------------------------------- training
@@ -307,7 +315,7 @@ class SequenceModel(nn.Module):
             v = draw(offsets, gibbs_steps, generator, c, v0=silence)
             frames.append(v)
             if s + 1 < n_steps:
-                state = rec.step(state, v, est)
+                state = rec.step(state, v, est, offsets)
         if not frames:
             return p.new_zeros((n, 0, self.n_visible))
         return torch.stack(frames, 1)
@@ -629,18 +637,3 @@ class FramePretraining(nn.Module):
         self, batch: Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         return self._frame_loss(batch, generator=generator)
-
-
-def _scored_rows(batch: Batch, loss_mask: Tensor) -> Tensor | None:
-    """Row-major indices of the scored frames on ``loss_mask``'s device; None when every
-    position is scored.
-
-    Decided on the masks as the batch brought them: on the host for data.batching's batches,
-    so a GPU step does not wait for the device here (a boolean gather on the device would)."""
-    given = [m for m in batch[1:] if m is not None] if isinstance(batch, tuple | list) else []
-    if not given:
-        return None
-    scored = given[0] if len(given) == 1 else given[0] & given[1]
-    if bool(scored.all()):
-        return None
-    return scored.reshape(-1).nonzero().squeeze(1).to(loss_mask.device)
