@@ -41,10 +41,17 @@ def _nade() -> NADEFrame:
     return est
 
 
-def _rnn(activation: str) -> Callable[[], tuple[BiasRecurrence, object]]:
+def _rnn(activation: str, bptt: str = "autograd") -> Callable[[], tuple[BiasRecurrence, object]]:
     def make() -> tuple[BiasRecurrence, object]:
         est = _rbm()
-        rec = RNNRecurrence(N_V, N_U, est.offset_sizes, activation=activation, dtype=F64)  # type: ignore[arg-type]
+        rec = RNNRecurrence(
+            N_V,
+            N_U,
+            est.offset_sizes,
+            activation=activation,
+            bptt=bptt,
+            dtype=F64,  # type: ignore[arg-type]
+        )
         _randomise(rec, 1)
         return rec, est
 
@@ -74,6 +81,8 @@ def _mean_field(estimator: Callable[[], object], visible: bool = True):
 RECURRENCES = {
     "rnn-tanh": _rnn("tanh"),
     "rnn-sigmoid": _rnn("sigmoid"),
+    "rnn-tanh-direct-bptt": _rnn("tanh", "direct"),
+    "rnn-sigmoid-direct-bptt": _rnn("sigmoid", "direct"),
     "lstm-rbm": _lstm(_rbm),
     "lstm-nade": _lstm(_nade),
     "mean-field-rbm": _mean_field(_rbm),

@@ -355,3 +355,13 @@ def test_the_runner_reproduces_the_old_train_sequence_model_exactly() -> None:
     sums = {k: float(v.double().sum()) for k, v in result.model.state_dict().items()}
     assert sums == OLD_RNN_RBM_SUMS  # tolerance 0
     assert [h["valid_nll"] for h in result.history] == OLD_RNN_RBM_VALID_NLL
+
+
+def test_the_recipe_chooses_the_rnn_backward_pass() -> None:
+    from rnnrbm.recipes.runner import build_model
+
+    for bptt in ("autograd", "direct"):
+        for kind in ("rnn-rbm", "rnn-nade"):
+            recipe = Recipe.from_dict({"model": {"type": kind, "bptt": bptt}})
+            model = build_model(recipe, N_V, torch.device("cpu"))
+            assert model.recurrence.bptt == bptt and model.config()["bptt"] == bptt

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnrbm.core.estimators import FrameEstimator
+from rnnrbm.models.tanh_rnn import tanh_rnn
 from rnnrbm.validation import InputError, check_choice, error_message
 
 __all__ = ["BiasRecurrence", "LSTMRecurrence", "MeanFieldRecurrence", "RNNRecurrence"]
@@ -186,6 +187,12 @@ class RNNRecurrence(_FusedRecurrence):
     weights live in ``self.rnn`` (``weight_ih_l0`` = W₂, ``weight_hh_l0`` = W₃, its two bias
     vectors sum to ``b_û``); ``u0`` is the learned initial state û(0); ``out`` stacks
     ``[W_uv; W_uh]``. Matrices start ~ N(0, init_std²), biases and û(0) at zero.
+
+    ``bptt="direct"`` replaces autograd's replay of the recurrence by the hand-written backward
+    pass of :mod:`rnnrbm.models.tanh_rnn` on the CPU (on CUDA the cuDNN kernel's own backward is
+    used either way): faster per update at small batches, equal to autograd's gradient up to
+    rounding, so seeded runs differ from ``"autograd"`` runs (the default, which every
+    published figure used).
     """
 
     def __init__(
@@ -195,6 +202,7 @@ class RNNRecurrence(_FusedRecurrence):
         offset_sizes: tuple[int, ...],
         *,
         activation: Literal["tanh", "sigmoid"] = "sigmoid",
+        bptt: Literal["autograd", "direct"] = "autograd",
         init_std: float = 0.01,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
@@ -202,7 +210,8 @@ class RNNRecurrence(_FusedRecurrence):
     ) -> None:
         super().__init__(n_visible, n_recurrent)
         check_choice(activation, "activation", ("tanh", "sigmoid"))
-        self.activation = activation
+        check_choice(bptt, "bptt", ("autograd", "direct"))
+        self.activation, self.bptt = activation, bptt
         self.rnn = nn.RNN(n_visible, n_recurrent, batch_first=True, dtype=dtype, device=device)
         self.u0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
         self._output_and_init(self.rnn, offset_sizes, init_std, generator, dtype, device)
@@ -227,17 +236,27 @@ class RNNRecurrence(_FusedRecurrence):
 
     def states(self, v: Tensor) -> Tensor:
         """``û(1..T)`` for ``v (B, T, n_v)``, shape ``(B, T, n_recurrent)``."""
-        h0 = self.u0.expand(1, v.shape[0], self.n_recurrent)
+        r = self.rnn
+        h0 = self.u0.expand(v.shape[0], self.n_recurrent)
+        direct = self.bptt == "direct" and v.device.type == "cpu"
         if self.activation == "tanh":
-            return self.rnn(v, h0.contiguous())[0]
+            if direct:
+                return tanh_rnn(v, h0, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
+            return r(v, h0.unsqueeze(0).contiguous())[0]
         # σ(a) = (1 + tanh(a/2))/2, so s = 2û − 1 follows a *tanh* RNN: with û(t−1) = (1 + s)/2,
         # a(t)/2 = (W₂/2) v(t) + (W₃/4) s(t−1) + b_û/2 + (W₃/4)·1. One fused kernel (cuDNN on
         # CUDA) instead of a Python loop over t; autograd flows through the rescaled weights.
-        r = self.rnn
-        w_hh = r.weight_hh_l0 * 0.25
-        weights = [r.weight_ih_l0 * 0.5, w_hh, r.bias_ih_l0 * 0.5, r.bias_hh_l0 * 0.5 + w_hh.sum(1)]
-        # (input, h0, weights, has_biases, layers, dropout, train, bidirectional, batch_first)
-        s = torch.rnn_tanh(v, h0 * 2 - 1, weights, True, 1, 0.0, self.training, False, True)[0]
+        w_ih, w_hh = r.weight_ih_l0 * 0.5, r.weight_hh_l0 * 0.25
+        b_ih, b_hh = r.bias_ih_l0 * 0.5, r.bias_hh_l0 * 0.5 + w_hh.sum(1)
+        s0 = h0 * 2 - 1
+        if direct:
+            s = tanh_rnn(v, s0, w_ih, w_hh, b_ih, b_hh)
+        else:
+            # (input, h0, weights, has_biases, layers, dropout, train, bidirectional, batch_first)
+            weights = [w_ih, w_hh, b_ih, b_hh]
+            s = torch.rnn_tanh(
+                v, s0.unsqueeze(0), weights, True, 1, 0.0, self.training, False, True
+            )[0]
         return s.mul(0.5).add_(0.5)
 
     def forward(

@@ -406,7 +406,8 @@ def _recurrent_net(
 class RNNRBM(SequenceModel):
     """RNN-RBM (BL2012 §3): ``RNNRecurrence`` (the paper's σ by default; ``"tanh"`` as the
     deeplearning.net tutorial, which plateaus ~1 nat/frame worse on JSB) + ``RBMFrame`` trained by
-    CD-``k``. Weights ~ N(0, init_std²) (RBM) and N(0, recurrent_init_std²)."""
+    CD-``k``. Weights ~ N(0, init_std²) (RBM) and N(0, recurrent_init_std²). ``bptt="direct"``:
+    the recurrence's hand-written backward pass on CPU (``RNNRecurrence``)."""
 
     def __init__(
         self,
@@ -416,6 +417,7 @@ class RNNRBM(SequenceModel):
         k: int = 15,
         *,
         activation: Literal["tanh", "sigmoid"] = "sigmoid",
+        bptt: Literal["autograd", "direct"] = "autograd",
         init_std: float = 0.01,
         recurrent_init_std: float = 0.01,
         seed: int = 0,
@@ -424,12 +426,12 @@ class RNNRBM(SequenceModel):
     ) -> None:
         config = dict(
             n_visible=n_visible, n_hidden=n_hidden, n_recurrent=n_recurrent, k=k,
-            activation=activation, init_std=init_std, recurrent_init_std=recurrent_init_std,
-            seed=seed, dtype=dtype,
+            activation=activation, bptt=bptt, init_std=init_std,
+            recurrent_init_std=recurrent_init_std, seed=seed, dtype=dtype,
         )  # fmt: skip
         gen, dt = _setup(config, ("n_visible", "n_hidden", "n_recurrent", "k"))
         est = _rbm_frame(config, gen, dt, device)
-        opts = {"activation": activation}
+        opts = {"activation": activation, "bptt": bptt}
         super().__init__(
             _recurrent_net(RNNRecurrence, config, est.offset_sizes, gen, dt, device, **opts), est
         )
@@ -518,6 +520,7 @@ class RNNNADE(SequenceModel):
         n_recurrent: int = 100,
         *,
         activation: Literal["tanh", "sigmoid"] = "sigmoid",
+        bptt: Literal["autograd", "direct"] = "autograd",
         init_std: float = 0.01,
         recurrent_init_std: float = 0.01,
         checkpoint: bool = False,
@@ -527,8 +530,8 @@ class RNNNADE(SequenceModel):
     ) -> None:
         config = dict(
             n_visible=n_visible, n_hidden=n_hidden, n_recurrent=n_recurrent,
-            activation=activation, init_std=init_std, recurrent_init_std=recurrent_init_std,
-            checkpoint=checkpoint, seed=seed, dtype=dtype,
+            activation=activation, bptt=bptt, init_std=init_std,
+            recurrent_init_std=recurrent_init_std, checkpoint=checkpoint, seed=seed, dtype=dtype,
         )  # fmt: skip
         gen, dt = _setup(config, ("n_visible", "n_hidden", "n_recurrent"))
         est = NADEFrame(
@@ -540,7 +543,7 @@ class RNNNADE(SequenceModel):
             dtype=dt,
             device=device,
         )
-        opts = {"activation": activation}
+        opts = {"activation": activation, "bptt": bptt}
         super().__init__(
             _recurrent_net(RNNRecurrence, config, est.offset_sizes, gen, dt, device, **opts), est
         )
@@ -568,8 +571,8 @@ def build_sequence_model(
     ``n_recurrent`` (default 100) applies to the RNN/LSTM models, ``k`` (CD-k, default 15) to
     the RBM-frame models; passing one to a model that has none (``rtrbm`` has no separate
     recurrent layer, ``rnn-nade`` needs no Gibbs steps) is an error. ``options`` go to the
-    class (``activation``, ``init_std``, ``recurrent_init_std``, ``seed``, ``dtype``,
-    ``device``, ``visible_offsets`` for rtrbm, ``checkpoint`` for rnn-nade).
+    class (``activation`` and ``bptt`` for the RNN models, ``init_std``, ``recurrent_init_std``,
+    ``seed``, ``dtype``, ``device``, ``visible_offsets`` for rtrbm, ``checkpoint`` for rnn-nade).
     """
     check_choice(name, "sequence model name", SEQUENCE_MODELS)
     kwargs: dict[str, Any] = {"n_visible": n_visible, "n_hidden": n_hidden, **options}

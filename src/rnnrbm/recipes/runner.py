@@ -163,6 +163,7 @@ def build_model(recipe: Recipe, n_visible: int, device: torch.device) -> nn.Modu
         options["n_recurrent"] = spec.recurrent
     if spec.type in RNN_MODELS:
         options["activation"] = spec.activation
+        options["bptt"] = spec.bptt
     if spec.recurrent_init_std > 0:
         options["recurrent_init_std"] = spec.recurrent_init_std
     k = None if spec.type == "rnn-nade" else spec.k

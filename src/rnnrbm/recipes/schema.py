@@ -119,21 +119,30 @@ class ModelSpec(_Section):
         "the RNN's non-linearity (rnn-rbm, rnn-nade): the paper's sigmoid or the tutorial's tanh",
         choices=("sigmoid", "tanh"),
     )
+    bptt: str = _setting(
+        "autograd",
+        "the RNN's backward pass on CPU (rnn-rbm, rnn-nade): autograd, or the hand-written "
+        "'direct' one (faster at small batches; rounds differently)",
+        choices=("autograd", "direct"),
+    )
     k: int = _setting(15, "Gibbs steps of CD-k (RBM frames; rbm: PCD-k)", low=1)
     recurrent_init_std: float = _setting(
         0.0, "std of the recurrent weights' N(0, s²) init (0: the model's default)", low=0.0
     )
 
     def _check_together(self) -> None:
-        if self.activation != "sigmoid" and self.type not in RNN_MODELS:
-            raise InputError(
-                error_message(
-                    "model.activation",
-                    f"'sigmoid' for {self.type!r} (only {' and '.join(RNN_MODELS)} have an RNN)",
-                    repr(self.activation),
-                    "drop model.activation",
+        for name, default in (("activation", "sigmoid"), ("bptt", "autograd")):
+            value = getattr(self, name)
+            if value != default and self.type not in RNN_MODELS:
+                raise InputError(
+                    error_message(
+                        f"model.{name}",
+                        f"{default!r} for {self.type!r} (only {' and '.join(RNN_MODELS)} have "
+                        "an RNN)",
+                        repr(value),
+                        f"drop model.{name}",
+                    )
                 )
-            )
 
 
 @dataclass(frozen=True)
