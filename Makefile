@@ -37,7 +37,7 @@ bench-ais: $(STAMP)
 	$(PY) benchmarks/bench_ais.py
 
 bench-temporal: $(STAMP)
-	$(PY) benchmarks/bench_temporal.py --bptt autograd direct
+	$(PY) benchmarks/bench_temporal.py --gradient autograd direct
 
 bench-deep: $(STAMP)
 	$(PY) benchmarks/bench_deep.py

@@ -41,13 +41,15 @@ def test_exact_loglik_gradient_equals_data_minus_model_expectation(oracle, seed:
     torch.testing.assert_close(gbh, h_data.mean(0) - model_h)
 
 
-def test_surrogate_gradient_is_the_cd_rule() -> None:
-    """∂L/∂W = −(v_posᵀ σ(v_pos W + c)/N − v_negᵀ σ(v_neg W + c)/M), any N ≠ M."""
+@pytest.mark.parametrize("direct", [False, True])
+def test_surrogate_gradient_is_the_cd_rule(direct: bool) -> None:
+    """∂L/∂W = −(v_posᵀ σ(v_pos W + c)/N − v_negᵀ σ(v_neg W + c)/M), any N ≠ M; by autograd and
+    written out (``direct``)."""
     W, b_v, b_h = _tiny(3, 6, 3)
     g = torch.Generator().manual_seed(0)
     v_pos = (torch.rand(7, 6, generator=g) < 0.5).double()
     v_neg = (torch.rand(4, 6, generator=g) < 0.5).double()
-    loss, f_pos, f_neg = contrastive_loss(v_pos, v_neg, W, b_v, b_h)
+    loss, f_pos, f_neg = contrastive_loss(v_pos, v_neg, W, b_v, b_h, direct=direct)
     torch.testing.assert_close(loss, f_pos.mean() - f_neg.mean())
     gW, gbv, gbh = torch.autograd.grad(loss, (W, b_v, b_h))
     with torch.no_grad():
@@ -57,13 +59,14 @@ def test_surrogate_gradient_is_the_cd_rule() -> None:
     torch.testing.assert_close(gbh, -(h_pos.mean(0) - h_neg.mean(0)))
 
 
-def test_per_example_biases_stack_and_flow_into_offsets() -> None:
+@pytest.mark.parametrize("direct", [False, True])
+def test_per_example_biases_stack_and_flow_into_offsets(direct: bool) -> None:
     W, b_v, b_h = _tiny(4, 5, 3)
     offsets_v = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     g = torch.Generator().manual_seed(1)
     v_pos = (torch.rand(6, 5, generator=g) < 0.5).double()
     v_neg = (torch.rand(6, 5, generator=g) < 0.5).double()
-    loss, _, _ = contrastive_loss(v_pos, v_neg, W, b_v + offsets_v, b_h)
+    loss, _, _ = contrastive_loss(v_pos, v_neg, W, b_v + offsets_v, b_h, direct=direct)
     looped = (
         sum(
             free_energy(v_pos[i : i + 1], W, b_v + offsets_v[i], b_h)
@@ -76,7 +79,49 @@ def test_per_example_biases_stack_and_flow_into_offsets() -> None:
     (grad,) = torch.autograd.grad(loss, offsets_v)
     torch.testing.assert_close(grad, -(v_pos - v_neg) / 6)  # ∂F/∂b_v = −v
     with pytest.raises(ValueError, match="one negative row per positive row"):
-        contrastive_loss(v_pos, v_neg[:3], W, b_v + offsets_v, b_h)
+        contrastive_loss(v_pos, v_neg[:3], W, b_v + offsets_v, b_h, direct=direct)
+
+
+@pytest.mark.parametrize(
+    "per_example", [(False, False), (True, False), (False, True), (True, True)]
+)
+def test_the_written_out_gradient_is_autograds(per_example: tuple[bool, bool]) -> None:
+    """``direct``: the loss and free energies bit for bit, the gradient by finite differences and
+    against autograd's, for shared and per-example biases."""
+    W, b_v, b_h = _tiny(5, 6, 4)
+    g = torch.Generator().manual_seed(2)
+    v_pos = (torch.rand(5, 6, generator=g) < 0.5).double()
+    v_neg = (torch.rand(5, 6, generator=g) < 0.5).double()
+    if per_example[0]:
+        b_v = (b_v + torch.randn(5, 6, generator=g, dtype=torch.float64)).detach().requires_grad_()
+    if per_example[1]:
+        b_h = (b_h + torch.randn(5, 4, generator=g, dtype=torch.float64)).detach().requires_grad_()
+    ref = contrastive_loss(v_pos, v_neg, W, b_v, b_h)
+    mine = contrastive_loss(v_pos, v_neg, W, b_v, b_h, direct=True)
+    for a, b in zip(ref, mine, strict=True):
+        assert torch.equal(a, b)
+    params = (W, b_v, b_h)
+    by_autograd, written = torch.autograd.grad(ref[0], params), torch.autograd.grad(mine[0], params)
+    for a, b in zip(by_autograd, written, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert torch.autograd.gradcheck(
+        lambda *p: contrastive_loss(v_pos, v_neg, *p, direct=True)[0], params
+    )
+
+
+def test_direct_falls_back_to_autograd_where_it_is_not_written() -> None:
+    """Gaussian visibles, and positive rows that carry a gradient (the DBM's mean-field rows)."""
+    W, b_v, b_h = _tiny(6, 5, 3)
+    g = torch.Generator().manual_seed(3)
+    v_pos = torch.rand(4, 5, generator=g, dtype=torch.float64).requires_grad_()
+    v_neg = torch.rand(4, 5, generator=g, dtype=torch.float64)
+    log_sigma = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    for args in ((None,), (log_sigma,)):
+        ref = contrastive_loss(v_pos, v_neg, W, b_v, b_h, *args)[0]
+        mine = contrastive_loss(v_pos, v_neg, W, b_v, b_h, *args, direct=True)[0]
+        assert torch.equal(ref, mine)
+        (a,), (b,) = torch.autograd.grad(ref, v_pos), torch.autograd.grad(mine, v_pos)
+        assert torch.equal(a, b)
 
 
 def test_persistent_chains_are_independent_of_batch_and_seeded() -> None:

@@ -41,7 +41,9 @@ def _nade() -> NADEFrame:
     return est
 
 
-def _rnn(activation: str, bptt: str = "autograd") -> Callable[[], tuple[BiasRecurrence, object]]:
+def _rnn(
+    activation: str, gradient: str = "autograd"
+) -> Callable[[], tuple[BiasRecurrence, object]]:
     def make() -> tuple[BiasRecurrence, object]:
         est = _rbm()
         rec = RNNRecurrence(
@@ -49,7 +51,7 @@ def _rnn(activation: str, bptt: str = "autograd") -> Callable[[], tuple[BiasRecu
             N_U,
             est.offset_sizes,
             activation=activation,
-            bptt=bptt,
+            gradient=gradient,
             dtype=F64,  # type: ignore[arg-type]
         )
         _randomise(rec, 1)
@@ -81,8 +83,8 @@ def _mean_field(estimator: Callable[[], object], visible: bool = True):
 RECURRENCES = {
     "rnn-tanh": _rnn("tanh"),
     "rnn-sigmoid": _rnn("sigmoid"),
-    "rnn-tanh-direct-bptt": _rnn("tanh", "direct"),
-    "rnn-sigmoid-direct-bptt": _rnn("sigmoid", "direct"),
+    "rnn-tanh-direct-gradient": _rnn("tanh", "direct"),
+    "rnn-sigmoid-direct-gradient": _rnn("sigmoid", "direct"),
     "lstm-rbm": _lstm(_rbm),
     "lstm-nade": _lstm(_nade),
     "mean-field-rbm": _mean_field(_rbm),

@@ -357,11 +357,15 @@ def test_the_runner_reproduces_the_old_train_sequence_model_exactly() -> None:
     assert [h["valid_nll"] for h in result.history] == OLD_RNN_RBM_VALID_NLL
 
 
-def test_the_recipe_chooses_the_rnn_backward_pass() -> None:
+def test_the_recipe_chooses_autograds_or_the_written_out_gradient() -> None:
     from rnnrbm.recipes.runner import build_model
 
-    for bptt in ("autograd", "direct"):
-        for kind in ("rnn-rbm", "rnn-nade"):
-            recipe = Recipe.from_dict({"model": {"type": kind, "bptt": bptt}})
+    for gradient in ("autograd", "direct"):
+        for kind in ("rnn-rbm", "rnn-nade", "rtrbm", "lstm-rtrbm"):
+            recipe = Recipe.from_dict({"model": {"type": kind, "gradient": gradient}})
             model = build_model(recipe, N_V, torch.device("cpu"))
-            assert model.recurrence.bptt == bptt and model.config()["bptt"] == bptt
+            assert model.config()["gradient"] == gradient
+            if kind != "rnn-nade":
+                assert model.estimator.gradient == gradient
+            if kind in ("rnn-rbm", "rnn-nade"):
+                assert model.recurrence.gradient == gradient

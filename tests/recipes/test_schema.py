@@ -76,8 +76,11 @@ def test_int_is_accepted_for_a_float_setting_but_not_the_reverse() -> None:
         ({"model": {"hidden": 0}}, r"model\.hidden: expected an integer ≥ 1"),
         ({"data": {"max_len": 1}}, r"data\.max_len: expected an integer ≥ 2 \(0: none\)"),
         ({"model": {"type": "rtrbm", "activation": "tanh"}}, r"model\.activation"),
-        ({"model": {"type": "lstm-rtrbm", "bptt": "direct"}}, r"model\.bptt: expected 'autograd'"),
-        ({"model": {"bptt": "fast"}}, r"model\.bptt: expected one of 'autograd'"),
+        (
+            {"model": {"type": "rbm", "gradient": "direct"}},
+            r"model\.gradient: expected 'autograd'",
+        ),
+        ({"model": {"gradient": "fast"}}, r"model\.gradient: expected one of 'autograd'"),
         ({"stages": {"sequence": {"lr_rate": 1}}}, r"stages\.sequence\.lr_rate: .*unknown key"),
         ({"stagez": {}}, r"stagez: expected a known key \(name, description"),
     ],

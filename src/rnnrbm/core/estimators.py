@@ -98,7 +98,9 @@ class RBMFrame(_OffsetBiases):
     """A Bernoulli- or Gaussian-visible RBM whose biases can be offset per example.
 
     ``W`` is initialised N(0, init_std²) (Hinton 2010 §8), biases at zero, ``log_sigma`` at 0
-    (σ = 1, the usual choice after standardising data).
+    (σ = 1, the usual choice after standardising data). ``gradient="direct"``: the CD
+    surrogate's gradient written out (``core.contrastive``; Bernoulli visibles) — the same
+    gradient up to rounding, fewer operators than autograd's replay.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class RBMFrame(_OffsetBiases):
         *,
         visible: Literal["bernoulli", "gaussian"] = "bernoulli",
         k: int = 1,
+        gradient: Literal["autograd", "direct"] = "autograd",
         init_std: float = 0.01,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
@@ -115,7 +118,9 @@ class RBMFrame(_OffsetBiases):
     ) -> None:
         super().__init__()
         check_choice(visible, "visible", ("bernoulli", "gaussian"))
+        check_choice(gradient, "gradient", ("autograd", "direct"))
         self.n_visible, self.n_hidden, self.visible, self.k = n_visible, n_hidden, visible, k
+        self.gradient = gradient
         dtype = dtype or torch.get_default_dtype()
         w = torch.randn(n_visible, n_hidden, generator=generator, dtype=dtype) * init_std
         self.W = nn.Parameter(w.to(device))
@@ -148,7 +153,8 @@ class RBMFrame(_OffsetBiases):
         v_neg = negative_samples(
             v, self.W, b_v.detach(), b_h.detach(), k or self.k, generator, self.log_sigma
         )
-        return contrastive_loss(v, v_neg, self.W, b_v, b_h, self.log_sigma)[0]
+        direct = self.gradient == "direct"
+        return contrastive_loss(v, v_neg, self.W, b_v, b_h, self.log_sigma, direct=direct)[0]
 
     def log_partition(
         self,

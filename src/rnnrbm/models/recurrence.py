@@ -188,7 +188,7 @@ class RNNRecurrence(_FusedRecurrence):
     vectors sum to ``b_û``); ``u0`` is the learned initial state û(0); ``out`` stacks
     ``[W_uv; W_uh]``. Matrices start ~ N(0, init_std²), biases and û(0) at zero.
 
-    ``bptt="direct"`` replaces autograd's replay of the recurrence by the hand-written backward
+    ``gradient="direct"`` replaces autograd's replay of the recurrence by the hand-written backward
     pass of :mod:`rnnrbm.models.tanh_rnn` on the CPU (on CUDA the cuDNN kernel's own backward is
     used either way): faster per update at small batches, equal to autograd's gradient up to
     rounding, so seeded runs differ from ``"autograd"`` runs (the default, which every
@@ -202,7 +202,7 @@ class RNNRecurrence(_FusedRecurrence):
         offset_sizes: tuple[int, ...],
         *,
         activation: Literal["tanh", "sigmoid"] = "sigmoid",
-        bptt: Literal["autograd", "direct"] = "autograd",
+        gradient: Literal["autograd", "direct"] = "autograd",
         init_std: float = 0.01,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
@@ -210,8 +210,8 @@ class RNNRecurrence(_FusedRecurrence):
     ) -> None:
         super().__init__(n_visible, n_recurrent)
         check_choice(activation, "activation", ("tanh", "sigmoid"))
-        check_choice(bptt, "bptt", ("autograd", "direct"))
-        self.activation, self.bptt = activation, bptt
+        check_choice(gradient, "gradient", ("autograd", "direct"))
+        self.activation, self.gradient = activation, gradient
         self.rnn = nn.RNN(n_visible, n_recurrent, batch_first=True, dtype=dtype, device=device)
         self.u0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
         self._output_and_init(self.rnn, offset_sizes, init_std, generator, dtype, device)
@@ -238,7 +238,7 @@ class RNNRecurrence(_FusedRecurrence):
         """``û(1..T)`` for ``v (B, T, n_v)``, shape ``(B, T, n_recurrent)``."""
         r = self.rnn
         h0 = self.u0.expand(v.shape[0], self.n_recurrent)
-        direct = self.bptt == "direct" and v.device.type == "cpu"
+        direct = self.gradient == "direct" and v.device.type == "cpu"
         if self.activation == "tanh":
             if direct:
                 return tanh_rnn(v, h0, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)

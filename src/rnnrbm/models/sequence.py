@@ -376,7 +376,10 @@ def _rbm_frame(
     config: dict[str, Any], gen: torch.Generator, dtype: torch.dtype, device
 ) -> RBMFrame:
     n_v, n_h, k, std = config["n_visible"], config["n_hidden"], config["k"], config["init_std"]
-    return RBMFrame(n_v, n_h, k=k, init_std=std, generator=gen, dtype=dtype, device=device)
+    return RBMFrame(
+        n_v, n_h, k=k, gradient=config["gradient"], init_std=std, generator=gen, dtype=dtype,
+        device=device,
+    )  # fmt: skip
 
 
 def _recurrent_net(
@@ -406,8 +409,9 @@ def _recurrent_net(
 class RNNRBM(SequenceModel):
     """RNN-RBM (BL2012 §3): ``RNNRecurrence`` (the paper's σ by default; ``"tanh"`` as the
     deeplearning.net tutorial, which plateaus ~1 nat/frame worse on JSB) + ``RBMFrame`` trained by
-    CD-``k``. Weights ~ N(0, init_std²) (RBM) and N(0, recurrent_init_std²). ``bptt="direct"``:
-    the recurrence's hand-written backward pass on CPU (``RNNRecurrence``)."""
+    CD-``k``. Weights ~ N(0, init_std²) (RBM) and N(0, recurrent_init_std²). ``gradient="direct"``
+    (any of the four models): the gradient written out — the CD surrogate's (``RBMFrame``) and
+    the RNN's backward pass on CPU (``RNNRecurrence``) — instead of autograd's."""
 
     def __init__(
         self,
@@ -417,7 +421,7 @@ class RNNRBM(SequenceModel):
         k: int = 15,
         *,
         activation: Literal["tanh", "sigmoid"] = "sigmoid",
-        bptt: Literal["autograd", "direct"] = "autograd",
+        gradient: Literal["autograd", "direct"] = "autograd",
         init_std: float = 0.01,
         recurrent_init_std: float = 0.01,
         seed: int = 0,
@@ -426,12 +430,12 @@ class RNNRBM(SequenceModel):
     ) -> None:
         config = dict(
             n_visible=n_visible, n_hidden=n_hidden, n_recurrent=n_recurrent, k=k,
-            activation=activation, bptt=bptt, init_std=init_std,
+            activation=activation, gradient=gradient, init_std=init_std,
             recurrent_init_std=recurrent_init_std, seed=seed, dtype=dtype,
         )  # fmt: skip
         gen, dt = _setup(config, ("n_visible", "n_hidden", "n_recurrent", "k"))
         est = _rbm_frame(config, gen, dt, device)
-        opts = {"activation": activation, "bptt": bptt}
+        opts = {"activation": activation, "gradient": gradient}
         super().__init__(
             _recurrent_net(RNNRecurrence, config, est.offset_sizes, gen, dt, device, **opts), est
         )
@@ -449,6 +453,7 @@ class LSTMRTRBM(SequenceModel):
         n_recurrent: int = 100,
         k: int = 15,
         *,
+        gradient: Literal["autograd", "direct"] = "autograd",
         init_std: float = 0.01,
         recurrent_init_std: float = 0.01,
         seed: int = 0,
@@ -457,7 +462,8 @@ class LSTMRTRBM(SequenceModel):
     ) -> None:
         config = dict(
             n_visible=n_visible, n_hidden=n_hidden, n_recurrent=n_recurrent, k=k,
-            init_std=init_std, recurrent_init_std=recurrent_init_std, seed=seed, dtype=dtype,
+            gradient=gradient, init_std=init_std, recurrent_init_std=recurrent_init_std,
+            seed=seed, dtype=dtype,
         )  # fmt: skip
         gen, dt = _setup(config, ("n_visible", "n_hidden", "n_recurrent", "k"))
         est = _rbm_frame(config, gen, dt, device)
@@ -482,6 +488,7 @@ class RTRBM(SequenceModel):
         k: int = 15,
         *,
         visible_offsets: bool = True,
+        gradient: Literal["autograd", "direct"] = "autograd",
         init_std: float = 0.01,
         recurrent_init_std: float = 0.01,
         seed: int = 0,
@@ -490,7 +497,8 @@ class RTRBM(SequenceModel):
     ) -> None:
         config = dict(
             n_visible=n_visible, n_hidden=n_hidden, k=k, visible_offsets=visible_offsets,
-            init_std=init_std, recurrent_init_std=recurrent_init_std, seed=seed, dtype=dtype,
+            gradient=gradient, init_std=init_std, recurrent_init_std=recurrent_init_std,
+            seed=seed, dtype=dtype,
         )  # fmt: skip
         gen, dt = _setup(config, ("n_visible", "n_hidden", "k"))
         est = _rbm_frame(config, gen, dt, device)
@@ -520,7 +528,7 @@ class RNNNADE(SequenceModel):
         n_recurrent: int = 100,
         *,
         activation: Literal["tanh", "sigmoid"] = "sigmoid",
-        bptt: Literal["autograd", "direct"] = "autograd",
+        gradient: Literal["autograd", "direct"] = "autograd",
         init_std: float = 0.01,
         recurrent_init_std: float = 0.01,
         checkpoint: bool = False,
@@ -530,7 +538,7 @@ class RNNNADE(SequenceModel):
     ) -> None:
         config = dict(
             n_visible=n_visible, n_hidden=n_hidden, n_recurrent=n_recurrent,
-            activation=activation, bptt=bptt, init_std=init_std,
+            activation=activation, gradient=gradient, init_std=init_std,
             recurrent_init_std=recurrent_init_std, checkpoint=checkpoint, seed=seed, dtype=dtype,
         )  # fmt: skip
         gen, dt = _setup(config, ("n_visible", "n_hidden", "n_recurrent"))
@@ -543,7 +551,7 @@ class RNNNADE(SequenceModel):
             dtype=dt,
             device=device,
         )
-        opts = {"activation": activation, "bptt": bptt}
+        opts = {"activation": activation, "gradient": gradient}
         super().__init__(
             _recurrent_net(RNNRecurrence, config, est.offset_sizes, gen, dt, device, **opts), est
         )
@@ -571,7 +579,7 @@ def build_sequence_model(
     ``n_recurrent`` (default 100) applies to the RNN/LSTM models, ``k`` (CD-k, default 15) to
     the RBM-frame models; passing one to a model that has none (``rtrbm`` has no separate
     recurrent layer, ``rnn-nade`` needs no Gibbs steps) is an error. ``options`` go to the
-    class (``activation`` and ``bptt`` for the RNN models, ``init_std``, ``recurrent_init_std``,
+    class (``activation`` for the RNN models, ``gradient``, ``init_std``, ``recurrent_init_std``,
     ``seed``, ``dtype``, ``device``, ``visible_offsets`` for rtrbm, ``checkpoint`` for rnn-nade).
     """
     check_choice(name, "sequence model name", SEQUENCE_MODELS)

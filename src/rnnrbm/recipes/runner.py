@@ -159,11 +159,11 @@ def build_model(recipe: Recipe, n_visible: int, device: torch.device) -> nn.Modu
     if spec.type == "rbm":
         return RBM(n_visible, spec.hidden, k=spec.k, method="pcd", seed=recipe.seed, device=device)
     options: dict[str, Any] = {"n_hidden": spec.hidden, "device": device, "seed": recipe.seed}
+    options["gradient"] = spec.gradient
     if spec.type != "rtrbm":
         options["n_recurrent"] = spec.recurrent
     if spec.type in RNN_MODELS:
         options["activation"] = spec.activation
-        options["bptt"] = spec.bptt
     if spec.recurrent_init_std > 0:
         options["recurrent_init_std"] = spec.recurrent_init_std
     k = None if spec.type == "rnn-nade" else spec.k

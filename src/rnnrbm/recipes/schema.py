@@ -119,10 +119,10 @@ class ModelSpec(_Section):
         "the RNN's non-linearity (rnn-rbm, rnn-nade): the paper's sigmoid or the tutorial's tanh",
         choices=("sigmoid", "tanh"),
     )
-    bptt: str = _setting(
+    gradient: str = _setting(
         "autograd",
-        "the RNN's backward pass on CPU (rnn-rbm, rnn-nade): autograd, or the hand-written "
-        "'direct' one (faster at small batches; rounds differently)",
+        "the temporal models' gradient: autograd's, or 'direct', written out (the CD surrogate's "
+        "and, on CPU, the RNN's backward pass): faster at small batches, rounds differently",
         choices=("autograd", "direct"),
     )
     k: int = _setting(15, "Gibbs steps of CD-k (RBM frames; rbm: PCD-k)", low=1)
@@ -131,18 +131,24 @@ class ModelSpec(_Section):
     )
 
     def _check_together(self) -> None:
-        for name, default in (("activation", "sigmoid"), ("bptt", "autograd")):
-            value = getattr(self, name)
-            if value != default and self.type not in RNN_MODELS:
-                raise InputError(
-                    error_message(
-                        f"model.{name}",
-                        f"{default!r} for {self.type!r} (only {' and '.join(RNN_MODELS)} have "
-                        "an RNN)",
-                        repr(value),
-                        f"drop model.{name}",
-                    )
+        if self.activation != "sigmoid" and self.type not in RNN_MODELS:
+            raise InputError(
+                error_message(
+                    "model.activation",
+                    f"'sigmoid' for {self.type!r} (only {' and '.join(RNN_MODELS)} have an RNN)",
+                    repr(self.activation),
+                    "drop model.activation",
                 )
+            )
+        if self.gradient != "autograd" and self.type == "rbm":
+            raise InputError(
+                error_message(
+                    "model.gradient",
+                    "'autograd' for 'rbm' (the written-out gradient is the temporal models')",
+                    repr(self.gradient),
+                    "drop model.gradient",
+                )
+            )
 
 
 @dataclass(frozen=True)
