@@ -34,7 +34,7 @@ bench-rbm: $(STAMP)
 	$(PY) benchmarks/bench_rbm.py
 
 bench-ais: $(STAMP)
-	$(PY) benchmarks/bench_ais.py
+	$(PY) benchmarks/bench_ais.py --rbms 500
 
 bench-temporal: $(STAMP)
 	$(PY) benchmarks/bench_temporal.py --gradient autograd direct
