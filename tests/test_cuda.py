@@ -129,6 +129,28 @@ def test_sequence_model_losses_match_the_cpu() -> None:
             assert loss_dev.item() == pytest.approx(loss_cpu.item(), rel=1e-10)
 
 
+@pytest.mark.parametrize("name", ["rnn-rbm", "rtrbm", "rnn-nade"])
+def test_the_written_out_gradient_on_the_device_is_autograds(name: str) -> None:
+    """model.gradient='direct' on the device (the surrogate written out; the RNN on cuDNN's own
+    backward) gives the default's loss and, to float64 rounding, its gradient."""
+    piece = toy_dataset()["train"][0]
+    x = torch.as_tensor(np.asarray(piece), dtype=torch.float64)[None].to(DEVICE)
+    mask = torch.ones(x.shape[:2], dtype=torch.bool, device=DEVICE)
+    losses, grads = [], []
+    for gradient in ("autograd", "direct"):
+        model = build_sequence_model(
+            name, n_visible=12, n_hidden=6, seed=0, dtype="float64", gradient=gradient
+        ).to(DEVICE)
+        gen = torch.Generator(device=DEVICE).manual_seed(0)
+        loss, _ = model.loss((x, mask), generator=gen)
+        losses.append(loss)
+        grads.append(torch.autograd.grad(loss, list(model.parameters())))
+    assert torch.equal(losses[0], losses[1])
+    for a, b in zip(*grads, strict=True):
+        assert _on_device(b)
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += ["--nproc_per_node", str(nproc), "-m", "rnnrbm", *args]
