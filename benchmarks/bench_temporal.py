@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object only")
     args = ap.parse_args(argv)
+    if len(args.gradient) > 2:
+        ap.error("--gradient: one or two of autograd, direct")
 
     torch.set_num_threads(args.threads)
     ds = load_polyphonic(args.dataset)

@@ -109,19 +109,38 @@ def test_the_written_out_gradient_is_autograds(per_example: tuple[bool, bool]) -
     )
 
 
-def test_direct_falls_back_to_autograd_where_it_is_not_written() -> None:
-    """Gaussian visibles, and positive rows that carry a gradient (the DBM's mean-field rows)."""
+@pytest.mark.parametrize("case", ["gaussian", "positive rows with a gradient", "3-d rows"])
+def test_direct_falls_back_to_autograd_where_it_is_not_written(case: str) -> None:
+    """Gaussian visibles, positive rows that carry a gradient (the DBM's mean-field rows), rows
+    that are not a matrix: autograd's graph, bit for bit."""
     W, b_v, b_h = _tiny(6, 5, 3)
     g = torch.Generator().manual_seed(3)
-    v_pos = torch.rand(4, 5, generator=g, dtype=torch.float64).requires_grad_()
-    v_neg = torch.rand(4, 5, generator=g, dtype=torch.float64)
+    shape = (2, 4, 5) if case == "3-d rows" else (4, 5)
+    v_pos = torch.rand(shape, generator=g, dtype=torch.float64)
+    v_neg = torch.rand(shape, generator=g, dtype=torch.float64)
     log_sigma = torch.zeros(5, dtype=torch.float64, requires_grad=True)
-    for args in ((None,), (log_sigma,)):
-        ref = contrastive_loss(v_pos, v_neg, W, b_v, b_h, *args)[0]
-        mine = contrastive_loss(v_pos, v_neg, W, b_v, b_h, *args, direct=True)[0]
-        assert torch.equal(ref, mine)
-        (a,), (b,) = torch.autograd.grad(ref, v_pos), torch.autograd.grad(mine, v_pos)
+    extra = (log_sigma,) if case == "gaussian" else ()
+    if case == "positive rows with a gradient":
+        v_pos.requires_grad_()
+    params = (W, b_v, b_h, *extra) + ((v_pos,) if v_pos.requires_grad else ())
+    ref = contrastive_loss(v_pos, v_neg, W, b_v, b_h, *extra)[0]
+    mine = contrastive_loss(v_pos, v_neg, W, b_v, b_h, *extra, direct=True)[0]
+    assert torch.equal(ref, mine) and mine.grad_fn is not None
+    assert type(mine.grad_fn).__name__ != "_DirectSurrogateBackward"
+    for a, b in zip(
+        torch.autograd.grad(ref, params), torch.autograd.grad(mine, params), strict=True
+    ):
         assert torch.equal(a, b)
+
+
+def test_the_written_out_gradient_refuses_a_second_derivative() -> None:
+    W, b_v, b_h = _tiny(7, 5, 3)
+    g = torch.Generator().manual_seed(4)
+    v_pos, v_neg = ((torch.rand(4, 5, generator=g) < 0.5).double() for _ in range(2))
+    loss = contrastive_loss(v_pos, v_neg, W, b_v, b_h, direct=True)[0]
+    (gW,) = torch.autograd.grad(loss, W, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(gW.sum(), W)
 
 
 def test_persistent_chains_are_independent_of_batch_and_seeded() -> None:

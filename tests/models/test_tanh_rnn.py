@@ -78,14 +78,39 @@ def test_the_written_out_gradient_of_each_model_is_autograds(name: str, activati
             **options,
         )
         with torch.no_grad():  # weights large enough that the recurrence matters
+            init = torch.Generator().manual_seed(5)
             for p in model.parameters():
-                p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(5))
+                p.normal_(0.0, 0.5, generator=init)
         loss, _ = model.loss((rolls, mask), generator=torch.Generator().manual_seed(6))
+        written = {"_TanhRNNBackward", "_DirectSurrogateBackward"} & _graph_nodes(loss)
+        expected = {"_TanhRNNBackward"} if name in ("rnn-rbm", "rnn-nade") else set()
+        if name != "rnn-nade":
+            expected.add("_DirectSurrogateBackward")
+        assert written == (expected if gradient == "direct" else set())  # the path really runs
         losses.append(loss)
         grads.append(torch.autograd.grad(loss, list(model.parameters())))
     assert torch.equal(losses[0], losses[1])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _graph_nodes(t: torch.Tensor) -> set[str]:
+    """The class names of every node in ``t``'s backward graph."""
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        todo.extend(next_fn for next_fn, _ in node.next_functions)
+    return {type(n).__name__ for n in seen}
+
+
+def test_frames_that_need_a_gradient_get_autograds_pass() -> None:
+    rec = RNNRecurrence(5, 4, (5, 3), gradient="direct", dtype=F64)
+    v = torch.rand(2, 6, 5, dtype=F64, requires_grad=True)
+    (grad,) = torch.autograd.grad(rec.states(v).sum(), v)
+    assert grad.abs().sum() > 0
 
 
 def test_the_setting_is_saved_and_checked() -> None:

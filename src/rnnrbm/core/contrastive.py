@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from rnnrbm.core.rbm import bernoulli, free_energy, gibbs_chain, hidden_preactivation
 
@@ -46,8 +47,8 @@ def contrastive_loss(
     per example ``(N, n)``, in which case ``v_neg`` row ``n`` is a sample of example ``n``'s RBM
     and must have the same ``N`` rows. ``v_neg`` is detached. Returns ``(loss, F_pos, F_neg)``
     with the per-row free energies for monitoring. ``direct``: the gradient written out (see the
-    module docstring) where the visibles are Bernoulli and ``v_pos`` needs no gradient; autograd
-    otherwise.
+    module docstring) where the visibles are Bernoulli and ``v_pos`` is ``(N, n_v)`` and needs no
+    gradient; autograd otherwise.
     """
     v_neg = v_neg.detach()
     n_pos = v_pos.shape[0]
@@ -57,7 +58,7 @@ def contrastive_loss(
             f"got {n_pos} positive and {v_neg.shape[0]} negative rows. Fix: sample v_neg "
             "from the same per-example RBMs (CD-k)"
         )
-    if direct and log_sigma is None and not v_pos.requires_grad:
+    if direct and log_sigma is None and v_pos.dim() == 2 and not v_pos.requires_grad:
         loss, fe = _DirectSurrogate.apply(v_pos, v_neg, W, b_v, b_h)
     else:
         stacked = torch.cat([v_pos, v_neg], 0)
@@ -89,6 +90,7 @@ class _DirectSurrogate(torch.autograd.Function):
         return fe[:n_pos].mean() - fe[n_pos:].mean(), fe
 
     @staticmethod
+    @once_differentiable  # its saved tensors carry no graph: a second derivative must not pass
     def backward(ctx: Any, grad: Tensor, _grad_fe: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         stacked, x = ctx.saved_tensors
         n_pos, n_neg = ctx.n_pos, stacked.shape[0] - ctx.n_pos

@@ -238,7 +238,8 @@ class RNNRecurrence(_FusedRecurrence):
         """``û(1..T)`` for ``v (B, T, n_v)``, shape ``(B, T, n_recurrent)``."""
         r = self.rnn
         h0 = self.u0.expand(v.shape[0], self.n_recurrent)
-        direct = self.gradient == "direct" and v.device.type == "cpu"
+        # the written-out pass gives the frames no gradient: autograd's where they need one
+        direct = self.gradient == "direct" and v.device.type == "cpu" and not v.requires_grad
         if self.activation == "tanh":
             if direct:
                 return tanh_rnn(v, h0, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
