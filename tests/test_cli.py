@@ -599,6 +599,7 @@ def test_recipes_lists_every_bundled_recipe_with_its_figure(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
     assert "jsb-rnn-nade" in out and "test NLL 5.111 (exact)" in out
+    assert "seeds 0–4: [5.861, 5.876]" in out  # each recipe's note: the mean over seeds
     assert main(["recipes", "--show", "jsb-rnn-nade"]) == 0
     assert 'type = "rnn-nade"' in capsys.readouterr().out
 

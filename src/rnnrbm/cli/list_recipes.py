@@ -24,7 +24,10 @@ def _line(recipe: Any) -> str:
         minutes = e.train_seconds / 60
         figure += f", {minutes:.0f} min of training on {e.threads or '?'} thread(s)"
         figure += f" ({e.epochs} epochs, {e.measured})"
-    return f"{recipe.name:<22} {recipe.description}\n{'':<22} {figure}"
+    lines = [f"{recipe.name:<22} {recipe.description}", f"{'':<22} {figure}"]
+    if e.note:  # e.g. the mean over seeds, the paper's figure
+        lines.append(f"{'':<22} {e.note}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
