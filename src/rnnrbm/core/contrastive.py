@@ -28,7 +28,10 @@ from torch.autograd.function import once_differentiable
 
 from rnnrbm.core.rbm import bernoulli, free_energy, gibbs_chain, hidden_preactivation
 
-__all__ = ["PersistentChains", "contrastive_loss", "negative_samples"]
+__all__ = ["GRADIENTS", "PersistentChains", "contrastive_loss", "negative_samples"]
+
+# How a temporal model's gradient is formed: autograd's replay, or written out (``direct``).
+GRADIENTS = ("autograd", "direct")
 
 
 def contrastive_loss(

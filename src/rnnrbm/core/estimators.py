@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnrbm.core import partition
-from rnnrbm.core.contrastive import contrastive_loss, negative_samples
+from rnnrbm.core.contrastive import GRADIENTS, contrastive_loss, negative_samples
 from rnnrbm.core.nade import nade_expected_visible, nade_log_prob, nade_sample
 from rnnrbm.core.rbm import GibbsState, free_energy, gibbs_chain, hidden_mean
 from rnnrbm.validation import check_choice
@@ -118,7 +118,7 @@ class RBMFrame(_OffsetBiases):
     ) -> None:
         super().__init__()
         check_choice(visible, "visible", ("bernoulli", "gaussian"))
-        check_choice(gradient, "gradient", ("autograd", "direct"))
+        check_choice(gradient, "gradient", GRADIENTS)
         self.n_visible, self.n_hidden, self.visible, self.k = n_visible, n_hidden, visible, k
         self.gradient = gradient
         dtype = dtype or torch.get_default_dtype()

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnrbm.core.contrastive import GRADIENTS
 from rnnrbm.core.estimators import FrameEstimator
 from rnnrbm.models.tanh_rnn import tanh_rnn
 from rnnrbm.validation import InputError, check_choice, error_message
@@ -210,7 +211,7 @@ class RNNRecurrence(_FusedRecurrence):
     ) -> None:
         super().__init__(n_visible, n_recurrent)
         check_choice(activation, "activation", ("tanh", "sigmoid"))
-        check_choice(gradient, "gradient", ("autograd", "direct"))
+        check_choice(gradient, "gradient", GRADIENTS)
         self.activation, self.gradient = activation, gradient
         self.rnn = nn.RNN(n_visible, n_recurrent, batch_first=True, dtype=dtype, device=device)
         self.u0 = nn.Parameter(torch.zeros(n_recurrent, dtype=dtype, device=device))
