@@ -20,6 +20,7 @@ ROWS = (  # one bundled recipe per published results row, plus the demo and a pl
     "jsb-rnn-rbm-minute",
     "jsb-rtrbm",
     "musedata-rnn-nade",
+    "musedata-rnn-rbm",
     "nottingham-rnn-nade",
     "nottingham-rnn-rbm",
     "piano-midi-rnn-nade",
