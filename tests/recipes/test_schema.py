@@ -16,7 +16,6 @@ ROWS = (  # one bundled recipe per published results row, plus the demo and a pl
     "jsb-rbm",
     "jsb-rnn-nade",
     "jsb-rnn-rbm",
-    "jsb-rnn-rbm-fast",
     "jsb-rnn-rbm-minute",
     "jsb-rtrbm",
     "musedata-rnn-nade",
