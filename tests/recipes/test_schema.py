@@ -51,7 +51,7 @@ def test_the_jsb_rnn_rbm_recipe_holds_the_settings_of_its_row() -> None:
     assert (r.model.type, r.model.hidden, r.model.recurrent, r.model.k) == ("rnn-rbm", 150, 100, 15)
     seq = r.stages.sequence
     assert (seq.lr, seq.batch_size, seq.weight_decay, seq.lr_decay, seq.epochs) == (
-        1e-3, 8, 1e-4, 0.5, 400,
+        3e-3, 8, 1e-4, 0.5, 400,
     )  # fmt: skip
     assert (r.validation.every, r.validation.patience, r.validation.frames) == (5, 6, 1500)
     assert (r.evaluation.ais_runs, r.evaluation.ais_betas) == (100, 1000)
