@@ -57,6 +57,16 @@ def test_the_jsb_rnn_rbm_recipe_holds_the_settings_of_its_row() -> None:
     assert (r.evaluation.ais_runs, r.evaluation.ais_betas) == (100, 1000)
 
 
+def test_the_jsb_rtrbm_recipes_share_the_plateau_rule_chosen_on_validation() -> None:
+    rtrbm, lstm = load("jsb-rtrbm"), load("jsb-lstm-rtrbm")
+    assert (rtrbm.stages.sequence.lr_patience, rtrbm.validation.patience) == (2, 6)
+    # The LSTM-RTRBM trains with the RTRBM's recipe: only the model differs.
+    assert (lstm.stages, lstm.validation, lstm.evaluation) == (
+        rtrbm.stages, rtrbm.validation, rtrbm.evaluation,
+    )  # fmt: skip
+    assert (lstm.model.type, rtrbm.model.type) == ("lstm-rtrbm", "rtrbm")
+
+
 def test_int_is_accepted_for_a_float_setting_but_not_the_reverse() -> None:
     r = Recipe.from_dict({"stages": {"sequence": {"lr": 1}}})
     assert r.stages.sequence.lr == 1.0 and isinstance(r.stages.sequence.lr, float)
