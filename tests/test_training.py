@@ -14,7 +14,14 @@ from torch import nn
 from rnnrbm import RBM, GaussianBernoulliRBM
 from rnnrbm.checkpoint import load_checkpoint
 from rnnrbm.registry import register_model
-from rnnrbm.training import Callback, RowBatches, TrainConfig, build_optimizer, fit
+from rnnrbm.training import (
+    Callback,
+    RowBatches,
+    TrainConfig,
+    build_optimizer,
+    fit,
+    scheduled_lr,
+)
 from rnnrbm.validation import InputError, NonFiniteError
 
 
@@ -357,6 +364,60 @@ def test_plateau_lr_decay_follows_the_validation_metric(tmp_path: Path) -> None:
     assert [h["lr"] for h in resumed.history] == pytest.approx(EXPECTED_LR)
 
 
+@register_model("test-unit-slope")
+class _UnitSlope(_NoConfig):
+    """loss = w: every SGD step moves w by exactly −lr, so w ends at −(sum of the step lrs)."""
+
+    model_type = "test-unit-slope"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def loss(self, batch, *, generator=None):  # type: ignore[no-untyped-def]
+        return self.w * 1.0, {}
+
+
+def test_scheduled_lr_falls_from_lr_to_lr_final_along_the_named_curve() -> None:
+    cos = TrainConfig(lr=0.1, lr_schedule="cosine", lr_final=0.1)
+    lin = replace(cos, lr_schedule="linear")
+    # 21 steps: step 10 is halfway, step 5 a quarter; cos(π/4) = √2/2.
+    assert scheduled_lr(cos, 0, 21) == pytest.approx(0.1)
+    assert scheduled_lr(cos, 20, 21) == pytest.approx(0.01)
+    assert scheduled_lr(cos, 10, 21) == pytest.approx(0.055)
+    assert scheduled_lr(lin, 10, 21) == pytest.approx(0.055)
+    assert scheduled_lr(cos, 5, 21) == pytest.approx(0.1 * (0.1 + 0.9 * (2 + 2**0.5) / 4))
+    assert scheduled_lr(lin, 5, 21) == pytest.approx(0.0775)
+    assert scheduled_lr(TrainConfig(lr=0.1), 20, 21) == 0.1
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_a_fixed_lr_schedule_sets_every_step_and_a_resumed_run_continues_it(
+    tmp_path: Path, schedule: str
+) -> None:
+    data = torch.ones(8, 3)  # 2 batches per epoch, 10 epochs: 20 steps
+    config = TrainConfig(
+        epochs=10, lr=0.1, optimizer="sgd", batch_size=4, lr_schedule=schedule, lr_final=0.2
+    )
+    lrs = [scheduled_lr(config, s, 20) for s in range(20)]
+    model = _UnitSlope()
+    result = fit(model, RowBatches(data, 4), config=config)
+    assert model.w.item() == pytest.approx(-sum(lrs), rel=1e-6)
+    assert [h["lr"] for h in result.history] == pytest.approx(lrs[1::2])  # each epoch's last
+    assert lrs[-1] == pytest.approx(0.02) and lrs[0] == pytest.approx(0.1)
+    part = _UnitSlope()
+    stopped = replace(config, checkpoint_dir=str(tmp_path), max_steps=7)  # mid-epoch 4
+    fit(part, RowBatches(data, 4), config=stopped)
+    resumed = _UnitSlope()
+    fit(resumed, RowBatches(data, 4), config=config, resume=tmp_path / "last.safetensors")
+    assert torch.equal(resumed.w, model.w)
+
+
+def test_a_fixed_lr_schedule_and_plateau_decay_are_not_taken_together() -> None:
+    with pytest.raises(InputError, match=r"^lr_decay: expected unset beside a fixed lr_schedule"):
+        TrainConfig(lr_schedule="cosine", lr_decay=0.5)
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -370,6 +431,7 @@ def test_plateau_lr_decay_follows_the_validation_metric(tmp_path: Path) -> None:
         ("clip_grad_norm", -1.0),
         ("weight_decay", -1e-4),
         ("max_steps", 0),
+        ("lr_final", 1.5),
     ],
 )
 def test_train_config_rejects_bad_settings_when_built(field: str, value: float) -> None:

@@ -48,7 +48,10 @@ __all__ = [
     "TrainState",
     "build_optimizer",
     "fit",
+    "scheduled_lr",
 ]
+
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 
@@ -76,6 +79,11 @@ class TrainConfig:
     # resumed run continues at the decayed rate.
     lr_decay: float | None = None
     lr_patience: int = 2
+    # A fixed schedule instead (no validation needed, so a seeded run repeats): the lr of step
+    # s of S = epochs · batches per epoch falls from `lr` to `lr · lr_final`, along a half
+    # cosine (Loshchilov & Hutter 2017, eq. 5, one cycle) or a straight line.
+    lr_schedule: str = "constant"  # "constant" | "cosine" | "linear"
+    lr_final: float = 0.0
     max_steps: int | None = None  # stop after this many optimiser steps (then checkpoint)
     progress: bool = False
     # Steps between the loop's host syncs (the non-finite check, the loss sum): None is 1 on
@@ -99,6 +107,25 @@ class TrainConfig:
                 self.lr_decay, "lr_decay", low=0.0, high=1.0, open_low=True, open_high=True
             )
         check_positive_int(self.lr_patience, "lr_patience")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(
+                error_message(
+                    "lr_schedule",
+                    "one of " + ", ".join(map(repr, LR_SCHEDULES)),
+                    repr(self.lr_schedule),
+                    "pick one of those",
+                )
+            )
+        check_number(self.lr_final, "lr_final", low=0.0, high=1.0)
+        if self.lr_schedule != "constant" and self.lr_decay is not None:
+            raise InputError(
+                error_message(
+                    "lr_decay",
+                    "unset beside a fixed lr_schedule (both would set the lr)",
+                    repr(self.lr_decay),
+                    "drop lr_decay or set lr_schedule='constant'",
+                )
+            )
         if self.max_steps is not None:
             check_positive_int(self.max_steps, "max_steps")
         if self.sync_every is not None:
@@ -536,9 +563,12 @@ def fit(
     interrupt = _StepBoundaryInterrupt(synced=ddp is not None)
     interrupt.install()
     sync = _HostSync(model, state, config.sync_every, device)
+    scheduled, total_steps = config.lr_schedule != "constant", config.epochs * len(batches)
     try:
         while state.epoch < config.epochs and not state.stopped_early:
             for batch in batches.epoch(state.epoch, state.batch):
+                if scheduled:
+                    _set_lr(optimizer, scheduled_lr(config, state.step, total_steps))
                 loss, monitors = model.loss(batch, generator=generator)  # type: ignore[operator]
                 value = _update(loss, params, optimizer, config, sync, last_path, ddp, interrupt)
                 state.step += 1
@@ -554,6 +584,8 @@ def fit(
             metrics = _close_epoch(model, state, config, valid, validate, ddp)
             improved = _track_best(state, metrics, config)
             _decay_on_plateau(optimizer, state, metrics, config, improved)
+            if scheduled:
+                metrics["lr"] = float(optimizer.param_groups[0]["lr"])
             if state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs:
                 last_path = save("last") or last_path  # None without a checkpoint folder
             if improved:
@@ -769,6 +801,24 @@ class _HostSync:
             if not (math.isfinite(value) and math.isfinite(norm)):
                 raise _non_finite(self.model, value, self.first_step + i, last_path)
             self.state.epoch_loss_sum += value
+
+
+def scheduled_lr(config: TrainConfig, step: int, total: int) -> float:
+    """The lr of optimiser step ``step`` (from 0) of ``total`` under ``config.lr_schedule``:
+    ``lr`` at step 0, ``lr · lr_final`` at the last step."""
+    if config.lr_schedule == "constant" or total <= 1:
+        return config.lr
+    progress = min(step / (total - 1), 1.0)
+    if config.lr_schedule == "cosine":
+        fall = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        fall = 1.0 - progress
+    return config.lr * (config.lr_final + (1.0 - config.lr_final) * fall)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _decay_on_plateau(

@@ -37,6 +37,8 @@ FLAGS: dict[str, str] = {
     "--clip": "stages.sequence.clip_grad_norm",
     "--lr-decay": "stages.sequence.lr_decay",
     "--lr-patience": "stages.sequence.lr_patience",
+    "--lr-schedule": "stages.sequence.lr_schedule",
+    "--lr-final": "stages.sequence.lr_final",
     "--time-budget": "stages.sequence.time_budget",
     "--hidden": "model.hidden",
     "--recurrent": "model.recurrent",

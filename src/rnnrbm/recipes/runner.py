@@ -190,6 +190,8 @@ def _sequence_config(recipe: Recipe, out: Path | None, monitor: str | None) -> T
         patience=va.patience or None,
         lr_decay=st.lr_decay or None,
         lr_patience=st.lr_patience,
+        lr_schedule=st.lr_schedule,
+        lr_final=st.lr_final,
     )
 
 

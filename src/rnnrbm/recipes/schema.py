@@ -226,11 +226,30 @@ class SequenceStage(_Section):
         open_low=True, open_high=True, zero=True,
     )  # fmt: skip
     lr_patience: int = _setting(2, "validation checks without a new best per lr decay", low=1)
+    lr_schedule: str = _setting(
+        "constant",
+        "a fixed lr schedule over all the stage's steps, needing no validation: constant | "
+        "cosine | linear (from lr to lr · lr_final)",
+        choices=("constant", "cosine", "linear"),
+    )
+    lr_final: float = _setting(0.0, "the scheduled lr's last value, as a fraction of lr", low=0.0,
+                               high=1.0)  # fmt: skip
     time_budget: float = _setting(
         0.0, "seconds for the whole run; stops after the epoch that would overrun", low=0.0,
         open_low=True, zero=True,
     )  # fmt: skip
     checkpoint_every: int = _setting(1, "epochs between last.safetensors writes", low=1)
+
+    def _check_together(self) -> None:
+        if self.lr_schedule != "constant" and self.lr_decay:
+            raise InputError(
+                error_message(
+                    "stages.sequence.lr_decay",
+                    f"0 beside lr_schedule = {self.lr_schedule!r} (both would set the lr)",
+                    repr(self.lr_decay),
+                    "drop lr_decay or lr_schedule",
+                )
+            )
 
 
 @dataclass(frozen=True)
