@@ -79,6 +79,23 @@ def test_run_trains_the_three_stages_and_logs_validation() -> None:
     assert result.best is result.last is result.recipe_path is None  # no out: nothing written
 
 
+def test_validation_can_choose_the_epoch_by_the_conservative_bound() -> None:
+    settings = {"every": 1, "patience": 0, "ais_runs": 2, "ais_betas": 5}
+    exact, forward, reverse = (
+        run(_recipe(validation={**settings, "method": m}), data=_data())
+        for m in ("auto", "ais", "raise")
+    )
+    assert exact.valid_estimator == "exact"  # 6 hidden units: auto enumerates
+    assert forward.valid_estimator.startswith("ais(runs=2, betas=5")
+    assert reverse.valid_estimator.startswith("raise(runs=2, betas=5")
+    # Validation does not steer training here, so the runs hold the same weights at every
+    # epoch and differ only in the estimate, which stays near the exact value (the model is
+    # still close to the AIS base after 2 epochs).
+    assert _same(_state(exact.model), _state(reverse.model))
+    nll = [[h["valid_nll"] for h in r.history] for r in (exact, forward, reverse)]
+    assert nll[2] != nll[1] and nll[2] == pytest.approx(nll[0], abs=0.01)
+
+
 def test_run_attaches_nothing_to_the_model() -> None:
     recipe = _recipe(stages={"frames": {"epochs": 1}, "rnn": {"epochs": 1}})
     result = run(recipe, data=_data())

@@ -96,6 +96,7 @@ def test_int_is_accepted_for_a_float_setting_but_not_the_reverse() -> None:
             r"stages\.sequence\.lr_decay: expected 0 beside lr_schedule = 'cosine'",
         ),
         ({"stages": {"sequence": {"lr_schedule": "step"}}}, r"lr_schedule: expected one of"),
+        ({"validation": {"method": "exact"}}, r"validation\.method: expected one of 'auto'"),
         ({"stages": {"sequence": {"lr_final": 2}}}, r"lr_final: expected a number ≥ 0 and ≤ 1"),
         ({"stages": {"sequence": {"lr_rate": 1}}}, r"stages\.sequence\.lr_rate: .*unknown key"),
         ({"stagez": {}}, r"stagez: expected a known key \(name, description"),

@@ -453,7 +453,7 @@ def _train_sequence(job: _Job, model: SequenceModel) -> RunResult:
     monitor = "valid_nll" if valid is not None else None
     config = replace(_sequence_config(recipe, folder, monitor), progress=progress)
     validator = ValidationMonitor(
-        model, ais_runs=va.ais_runs, ais_betas=va.ais_betas,
+        model, method=va.method, ais_runs=va.ais_runs, ais_betas=va.ais_betas,  # type: ignore
         max_frames=va.frames or None, seed=recipe.seed,
     )  # fmt: skip
     budget = TimeBudget(seq.time_budget or None, start)

@@ -270,6 +270,12 @@ class ValidationSpec(_Section):
         0, "first pieces up to this many frames (0: all; a streamed corpus: 50,000)", low=1,
         zero=True,
     )  # fmt: skip
+    method: str = _setting(
+        "auto",
+        "RBM frames' estimator: auto (exact when tiny, else forward AIS: optimistic) | ais | "
+        "raise (reverse AIS from each frame: conservative); NADE is exact",
+        choices=("auto", "ais", "raise"),
+    )
     ais_runs: int = _setting(10, "AIS runs per frame (RBM frames; NADE is exact)", low=1)
     ais_betas: int = _setting(300, "AIS temperatures", low=2)
     patience: int = _setting(0, "checks without a new best before stopping (0: never)", low=1,

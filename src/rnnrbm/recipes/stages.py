@@ -127,7 +127,9 @@ class ValidationMonitor:
     """``validate(valid) -> {"valid_nll": …}`` every ``every`` epochs (see the module doc).
 
     ``method="auto"``: exact for NADE / tiny RBM frames; AIS at ``ais_runs`` × ``ais_betas``
-    otherwise, with the same AIS seed at every check. ``max_frames`` keeps the first sequences
+    otherwise, with the same AIS seed at every check; ``"raise"``: the conservative bound
+    (reverse AIS from each frame, Burda et al. 2015), for choosing an epoch by a figure that
+    errs high rather than low. ``max_frames`` keeps the first sequences
     of the validation split up to that many frames (all of it when None).
     """
 
@@ -136,7 +138,7 @@ class ValidationMonitor:
         model: SequenceModel,
         *,
         every: int = 1,
-        method: Literal["auto", "exact", "ais"] = "auto",
+        method: Literal["auto", "exact", "ais", "raise"] = "auto",
         ais_runs: int = 10,
         ais_betas: int = 300,
         max_frames: int | None = None,
