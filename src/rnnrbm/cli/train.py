@@ -53,6 +53,7 @@ FLAGS: dict[str, str] = {
     "--rnn-pretrain-epochs": "stages.rnn.epochs",
     "--valid-every": "validation.every",
     "--valid-frames": "validation.frames",
+    "--valid-method": "validation.method",
     "--valid-runs": "validation.ais_runs",
     "--valid-betas": "validation.ais_betas",
     "--patience": "validation.patience",
