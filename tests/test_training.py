@@ -116,15 +116,22 @@ class _NoConfig(nn.Module):
         return cls()
 
 
-@register_model("test-log-model")
-class _LogModel(_NoConfig):
-    """loss = √w: SGD with lr 3 from w = 1 drives w to −0.5, so step 2 has a NaN gradient."""
+class _Scalar(_NoConfig):
+    """One scalar parameter ``w``, starting at ``START``; subclasses give the loss."""
 
-    model_type = "test-log-model"
+    START = 0.0
 
     def __init__(self) -> None:
         super().__init__()
-        self.w = nn.Parameter(torch.ones(()))
+        self.w = nn.Parameter(torch.tensor(self.START))
+
+
+@register_model("test-log-model")
+class _LogModel(_Scalar):
+    """loss = √w: SGD with lr 3 from w = 1 drives w to −0.5, so step 2 has a NaN gradient."""
+
+    model_type = "test-log-model"
+    START = 1.0
 
     def loss(self, batch, *, generator=None):  # type: ignore[no-untyped-def]
         return torch.sqrt(self.w), {}
@@ -365,14 +372,10 @@ def test_plateau_lr_decay_follows_the_validation_metric(tmp_path: Path) -> None:
 
 
 @register_model("test-unit-slope")
-class _UnitSlope(_NoConfig):
+class _UnitSlope(_Scalar):
     """loss = w: every SGD step moves w by exactly −lr, so w ends at −(sum of the step lrs)."""
 
     model_type = "test-unit-slope"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(()))
 
     def loss(self, batch, *, generator=None):  # type: ignore[no-untyped-def]
         return self.w * 1.0, {}

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import tomli_w
 
+from rnnrbm.training import LR_SCHEDULES
 from rnnrbm.validation import InputError, InputTypeError, check_number, error_message
 
 __all__ = [
@@ -230,7 +231,7 @@ class SequenceStage(_Section):
         "constant",
         "a fixed lr schedule over all the stage's steps, needing no validation: constant | "
         "cosine | linear (from lr to lr · lr_final)",
-        choices=("constant", "cosine", "linear"),
+        choices=LR_SCHEDULES,
     )
     lr_final: float = _setting(0.0, "the scheduled lr's last value, as a fraction of lr", low=0.0,
                                high=1.0)  # fmt: skip
