@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from rnnrbm import distributed
 from rnnrbm.checkpoint import load_checkpoint, read_meta
 from rnnrbm.data.music_data import MusicData, load_music_data
 from rnnrbm.data.streaming import FRAME_SAMPLE_FRAMES, STREAM_VALID_FRAMES, CorpusSplit
+from rnnrbm.evaluation import Method
 from rnnrbm.files import atomic_write_bytes
 from rnnrbm.models import RBM
 from rnnrbm.models.sequence import SequenceModel, build_sequence_model
@@ -453,7 +454,7 @@ def _train_sequence(job: _Job, model: SequenceModel) -> RunResult:
     monitor = "valid_nll" if valid is not None else None
     config = replace(_sequence_config(recipe, folder, monitor), progress=progress)
     validator = ValidationMonitor(
-        model, method=va.method, ais_runs=va.ais_runs, ais_betas=va.ais_betas,  # type: ignore
+        model, method=cast(Method, va.method), ais_runs=va.ais_runs, ais_betas=va.ais_betas,
         max_frames=va.frames or None, seed=recipe.seed,
     )  # fmt: skip
     budget = TimeBudget(seq.time_budget or None, start)

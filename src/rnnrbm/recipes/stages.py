@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from rnnrbm.data.batching import SequenceBatches
 from rnnrbm.data.streaming import CorpusSplit, StreamingBatches
-from rnnrbm.evaluation import sequence_nll
+from rnnrbm.evaluation import Method, sequence_nll
 from rnnrbm.models.sequence import (
     FramePretraining,
     SequenceEpochs,
@@ -138,7 +138,7 @@ class ValidationMonitor:
         model: SequenceModel,
         *,
         every: int = 1,
-        method: Literal["auto", "exact", "ais", "raise"] = "auto",
+        method: Method = "auto",
         ais_runs: int = 10,
         ais_betas: int = 300,
         max_frames: int | None = None,
