@@ -54,6 +54,7 @@ def init_from_env(device: torch.device | str = "cpu") -> bool:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "nccl" if cuda else "gloo"
+        _import_before_the_group()
         store = _attempt_store()
         if store is None:
             dist.init_process_group(backend=backend)
@@ -61,6 +62,19 @@ def init_from_env(device: torch.device | str = "cpu") -> bool:
             rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
             dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
     return dist.get_world_size() > 1
+
+
+def _import_before_the_group() -> None:
+    """Import ``torch._dynamo`` (and the ~800 modules it pulls in) before the group exists.
+
+    The first optimiser imports it lazily; imported after ``init_process_group``, some of those
+    modules keep the default group in default arguments, so ``destroy_process_group`` cannot
+    free it and its gloo worker threads live on into interpreter finalisation. A worker that
+    then releases a finished collective's tensors needs the GIL, cannot take it, and the rank
+    aborts (SIGABRT, "terminate called without an active exception") after its work is done.
+    Imported first, those defaults are None and :func:`shutdown` joins the threads.
+    """
+    import torch._dynamo  # noqa: F401
 
 
 def _attempt_store() -> dist.Store | None:
