@@ -218,10 +218,12 @@ def test_run_writes_the_recipe_and_self_describing_checkpoints(tmp_path: Path) -
     assert _same(load_checkpoint(result.best).model.state_dict(), _state(result.model))
 
 
-def test_a_run_that_never_validated_names_its_last_epoch_best(tmp_path: Path) -> None:
-    """Validation every 10 epochs, 3 trained: the run's choice is its last epoch, and
-    best.safetensors holds it (what ``rnnrbm evaluate RUN/best.safetensors`` reads)."""
-    recipe = _recipe(stages={"sequence": {"epochs": 3}}, validation={"every": 10})
+@pytest.mark.parametrize("every", [10, 0])
+def test_a_run_that_never_validated_names_its_last_epoch_best(tmp_path: Path, every: int) -> None:
+    """Validation every 10 epochs with 3 trained, or none (``every = 0``): the run's choice is
+    its last epoch, and best.safetensors holds it (what ``rnnrbm evaluate RUN/best.safetensors``
+    reads)."""
+    recipe = _recipe(stages={"sequence": {"epochs": 3}}, validation={"every": every})
     result = run(recipe, tmp_path / "run", data=_data())
     assert all("valid_nll" not in h for h in result.history)
     assert result.best == tmp_path / "run" / "best.safetensors"
@@ -269,6 +271,9 @@ def test_a_plain_rbm_validates_every_n_epochs() -> None:
     )  # fmt: skip
     result = run(recipe, data=_data())
     assert [h["epoch"] for h in result.history if "neg_pseudo_loglik" in h] == [2.0, 4.0]
+    none = run(recipe.override({"validation.every": 0}), data=_data())
+    assert [h["epoch"] for h in none.history] == [1.0, 2.0, 3.0, 4.0]
+    assert all("neg_pseudo_loglik" not in h for h in none.history) and none.best_epoch is None
 
 
 def test_a_resumed_run_restores_a_best_epoch_from_before_the_resume(tmp_path: Path) -> None:

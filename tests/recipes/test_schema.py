@@ -82,6 +82,7 @@ def test_int_is_accepted_for_a_float_setting_but_not_the_reverse() -> None:
         ({"stages": {"sequence": {"lr": 0}}}, r"stages\.sequence\.lr: expected a number > 0"),
         ({"stages": {"sequence": {"lr_decay": 1.0}}}, r"lr_decay: expected a number > 0 and < 1"),
         ({"validation": {"ais_betas": 1}}, r"validation\.ais_betas: expected an integer ≥ 2"),
+        ({"validation": {"every": -1}}, r"validation\.every: expected an integer ≥ 1 \(0: none\)"),
         ({"model": {"type": "gru"}}, r"model\.type: expected one of 'rnn-rbm'"),
         ({"model": {"hidden": 0}}, r"model\.hidden: expected an integer ≥ 1"),
         ({"data": {"max_len": 1}}, r"data\.max_len: expected an integer ≥ 2 \(0: none\)"),

@@ -187,7 +187,7 @@ def _sequence_config(recipe: Recipe, out: Path | None, monitor: str | None) -> T
         checkpoint_dir=None if out is None else str(out),
         checkpoint_every=st.checkpoint_every,
         monitor=monitor,
-        valid_every=va.every,
+        valid_every=va.every or 1,  # 0 (no checks): the runner gives fit no validation data
         patience=va.patience or None,
         lr_decay=st.lr_decay or None,
         lr_patience=st.lr_patience,
@@ -441,7 +441,7 @@ def _train_sequence(job: _Job, model: SequenceModel) -> RunResult:
         )  # fmt: skip
         timings["rnn"] = time.perf_counter() - t
     va = recipe.validation
-    valid = ds.splits.get("valid")
+    valid = ds.splits.get("valid") if va.every else None
     if isinstance(valid, CorpusSplit):  # decode the pieces validation reads, and only those
         limit = va.frames or STREAM_VALID_FRAMES
         valid = valid.head(limit)
@@ -490,7 +490,7 @@ def _train_rbm(job: _Job, model: RBM) -> RunResult:
     def frames(split: str) -> torch.Tensor:
         return torch.from_numpy(ds.frames(split)).to(device=model.device, dtype=dtype)
 
-    monitor = "neg_pseudo_loglik" if ds.splits.get("valid") else None
+    monitor = "neg_pseudo_loglik" if ds.splits.get("valid") and recipe.validation.every else None
     config = replace(_sequence_config(recipe, folder, monitor), progress=progress)
     valid = frames("valid") if monitor else None
     budget = TimeBudget(recipe.stages.sequence.time_budget or None, start)

@@ -266,7 +266,10 @@ class ValidationSpec(_Section):
     """The validation NLL that picks the best epoch, stops early and decays the lr."""
 
     PATH: ClassVar[str] = "validation"
-    every: int = _setting(1, "epochs between checks", low=1)
+    every: int = _setting(
+        1, "epochs between checks (0: none during training; the last epoch is kept)", low=1,
+        zero=True,
+    )  # fmt: skip
     frames: int = _setting(
         0, "first pieces up to this many frames (0: all; a streamed corpus: 50,000)", low=1,
         zero=True,
