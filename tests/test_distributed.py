@@ -113,13 +113,29 @@ def jsb_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# The CLI (what `-m rnnrbm` runs), then this rank's gloo threads, if any, as one JSON line on
+# stderr: the shared run also shows that the group is gone before the interpreter exits.
+GROUP_THREADS = """\
+import json, os, sys
+from rnnrbm.cli import main
+
+code = main(sys.argv[1:])
+tasks = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks]
+print(json.dumps({"rank": os.environ["RANK"], "gloo": [n for n in names if "gloo" in n]}),
+      file=sys.stderr)
+sys.exit(code)
+"""
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory: pytest.TempPathFactory, jsb_subset: Path) -> SimpleNamespace:
     """One uninterrupted 2-rank run of the CLI (the reference of the restart test)."""
     root = tmp_path_factory.mktemp("ddp")
     recipe = write_recipe(root / "tiny.toml", jsb_subset)
     out = root / "run"
-    res = torchrun("-m", "rnnrbm", "train", "--recipe", recipe, "--out", out, "--json")
+    (root / "threads.py").write_text(GROUP_THREADS)
+    res = torchrun(root / "threads.py", "train", "--recipe", recipe, "--out", out, "--json")
     assert res.returncode == 0, res.stderr[-3000:]
     return SimpleNamespace(root=root, recipe=recipe, out=out, result=res)
 
@@ -258,26 +274,12 @@ def test_ranks_with_different_settings_fail_fast_naming_the_field(tmp_path, jsb_
     assert not out.exists()  # refused before the first file
 
 
-GROUP_THREADS = """\
-import json, os, sys
-from rnnrbm.cli import main
-
-code = main(sys.argv[1:])
-names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
-print(json.dumps({"rank": os.environ["RANK"], "gloo": [n for n in names if "gloo" in n]}),
-      file=sys.stderr)
-sys.exit(code)
-"""
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc/self/task")
-def test_the_cli_frees_the_group_and_its_threads_before_the_interpreter_exits(tmp_path, jsb_subset):
+def test_the_cli_frees_the_group_and_its_threads_before_the_interpreter_exits(two_ranks):
     """After ``train`` returns, no gloo thread is left on any rank. A group that outlives
     ``destroy_process_group`` keeps its worker threads into interpreter finalisation, where one
     that frees a finished collective's tensors aborts the rank (SIGABRT) now and then."""
-    recipe = write_recipe(tmp_path / "tiny.toml", jsb_subset, epochs=2)
-    (tmp_path / "threads.py").write_text(GROUP_THREADS)
-    res = torchrun(tmp_path / "threads.py", "train", "--recipe", recipe, "--out", tmp_path / "run")
+    res = two_ranks.result
     assert res.returncode == 0, res.stderr[-3000:]
     reports = [json.loads(ln) for ln in res.stderr.splitlines() if ln.startswith('{"rank"')]
     assert sorted(r["rank"] for r in reports) == ["0", "1"], res.stderr[-3000:]

@@ -187,13 +187,19 @@ def _sequence_config(recipe: Recipe, out: Path | None, monitor: str | None) -> T
         checkpoint_dir=None if out is None else str(out),
         checkpoint_every=st.checkpoint_every,
         monitor=monitor,
-        valid_every=va.every or 1,  # 0 (no checks): the runner gives fit no validation data
+        valid_every=va.every or 1,  # 0 (no checks): fit gets no data (_validation_split)
         patience=va.patience or None,
         lr_decay=st.lr_decay or None,
         lr_patience=st.lr_patience,
         lr_schedule=st.lr_schedule,
         lr_final=st.lr_final,
     )
+
+
+def _validation_split(recipe: Recipe, ds: Any) -> Any:
+    """The split that training checks, or None: no ``valid`` split, or ``validation.every = 0``
+    (then fit sees no validation data and the last epoch is the run's choice)."""
+    return ds.splits.get("valid") if recipe.validation.every else None
 
 
 @dataclass(frozen=True)
@@ -441,7 +447,7 @@ def _train_sequence(job: _Job, model: SequenceModel) -> RunResult:
         )  # fmt: skip
         timings["rnn"] = time.perf_counter() - t
     va = recipe.validation
-    valid = ds.splits.get("valid") if va.every else None
+    valid = _validation_split(recipe, ds)
     if isinstance(valid, CorpusSplit):  # decode the pieces validation reads, and only those
         limit = va.frames or STREAM_VALID_FRAMES
         valid = valid.head(limit)
@@ -490,7 +496,7 @@ def _train_rbm(job: _Job, model: RBM) -> RunResult:
     def frames(split: str) -> torch.Tensor:
         return torch.from_numpy(ds.frames(split)).to(device=model.device, dtype=dtype)
 
-    monitor = "neg_pseudo_loglik" if ds.splits.get("valid") and recipe.validation.every else None
+    monitor = "neg_pseudo_loglik" if _validation_split(recipe, ds) is not None else None
     config = replace(_sequence_config(recipe, folder, monitor), progress=progress)
     valid = frames("valid") if monitor else None
     budget = TimeBudget(recipe.stages.sequence.time_budget or None, start)
